@@ -1,0 +1,144 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sync_engine_merkle::{Children, MemTree, NodeKey, NodeValue};
+use tokio::time::Instant;
+
+use crate::error::Result;
+use super::tree_op;
+use crate::item::{newer_wins, SyncItem};
+use crate::store::{CacheEntry, CacheStore, MerkleStore, PutOutcome};
+use crate::ObjectId;
+
+struct Slot {
+    item: SyncItem,
+    expires_at: Option<Instant>,
+}
+
+impl Slot {
+    fn alive(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<ObjectId, Slot>,
+    /// Shadow tree over live items written without a TTL.
+    tree: MemTree,
+}
+
+/// An in-memory [`CacheStore`] + shadow [`MerkleStore`]. TTLs run on `tokio::time`, so a test
+/// with a paused clock expires entries by advancing it. Expired entries behave as absent (for
+/// newer-wins too: an expired tombstone no longer blocks). Clones share state; [`clear`]
+/// simulates a restart that lost everything.
+///
+/// [`clear`]: MemoryCache::clear
+#[derive(Clone, Default)]
+pub struct MemoryCache {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryCache {
+    /// An empty cache.
+    pub fn new() -> MemoryCache {
+        MemoryCache::default()
+    }
+
+    /// Forget everything, as a restarted or flushed Redis would.
+    pub fn clear(&self) {
+        let mut s = self.state.lock();
+        s.slots.clear();
+        s.tree = MemTree::default();
+    }
+
+    /// Overwrite an entry behind the engine's back, bypassing newer-wins (for repair tests):
+    /// the shadow tree follows the data, as it would in a real store.
+    pub fn tamper(&self, item: SyncItem) {
+        let mut s = self.state.lock();
+        tree_op(s.tree.upsert(item.id().as_str(), item.leaf_digest()));
+        s.slots.insert(item.id().clone(), Slot { item, expires_at: None });
+    }
+
+    /// Number of live, unexpired entries.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.state.lock().slots.values().filter(|s| s.alive(now) && !s.item.is_tombstone()).count()
+    }
+
+    /// True when no live entry is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl CacheStore for MemoryCache {
+    fn backend(&self) -> &str {
+        "memory"
+    }
+
+    async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
+        let now = Instant::now();
+        let s = self.state.lock();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                s.slots
+                    .get(id)
+                    .filter(|slot| slot.alive(now) && !slot.item.is_tombstone())
+                    .map(|slot| slot.item.clone())
+            })
+            .collect())
+    }
+
+    async fn put_batch(&self, entries: &[CacheEntry]) -> Result<PutOutcome> {
+        let now = Instant::now();
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        let mut outcome = PutOutcome::default();
+        for e in entries {
+            let id = e.item.id();
+            let stored = s.slots.get(id).filter(|slot| slot.alive(now)).map(|slot| slot.item.stamp());
+            if !newer_wins(&e.item.stamp(), stored.as_ref()) {
+                outcome.stale += 1;
+                continue;
+            }
+            if e.item.is_tombstone() || e.ttl.is_some() {
+                tree_op(s.tree.remove(id.as_str()));
+            } else {
+                tree_op(s.tree.upsert(id.as_str(), e.item.leaf_digest()));
+            }
+            let expires_at = e.ttl.map(|ttl| now + ttl);
+            s.slots.insert(id.clone(), Slot { item: e.item.clone(), expires_at });
+            outcome.applied += 1;
+        }
+        Ok(outcome)
+    }
+
+    async fn remove_many(&self, ids: &[ObjectId]) -> Result<()> {
+        let mut s = self.state.lock();
+        for id in ids {
+            s.slots.remove(id);
+            tree_op(s.tree.remove(id.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MerkleStore for MemoryCache {
+    async fn node(&self, key: &NodeKey) -> Result<Option<NodeValue>> {
+        Ok(self.state.lock().tree.node(key))
+    }
+
+    async fn children(&self, key: &NodeKey) -> Result<Children> {
+        Ok(self.state.lock().tree.children(key))
+    }
+}
