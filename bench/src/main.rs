@@ -7,8 +7,16 @@ mod report;
 
 #[cfg(feature = "cuckoo")]
 mod cuckoo;
+#[cfg(feature = "engine")]
+mod engine;
 #[cfg(feature = "merkle")]
 mod merkle;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sql")]
+mod sql;
+#[cfg(feature = "wal")]
+mod wal;
 
 use report::{Figure, Opts};
 
@@ -36,6 +44,14 @@ fn main() {
         "merkle" => merkle::run(&opts),
         #[cfg(feature = "cuckoo")]
         "cuckoo" => cuckoo::run(&opts),
+        #[cfg(feature = "wal")]
+        "wal" => wal::run(&opts),
+        #[cfg(feature = "sql")]
+        "sql" => sql::run(&opts),
+        #[cfg(feature = "redis")]
+        "redis" => redis::run(&opts),
+        #[cfg(feature = "engine")]
+        "engine" => engine::run(&opts),
         other => Err(format!("suite `{other}` is not compiled into this binary (enable its feature)")),
     };
     match result {
