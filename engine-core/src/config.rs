@@ -25,7 +25,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -209,12 +212,24 @@ impl Config {
             }
             Ok(())
         }
-        check_url("sql_url", &self.sql_url, &["sqlite", "mysql", "mariadb", "postgres", "postgresql"])?;
+        check_url(
+            "sql_url",
+            &self.sql_url,
+            &["sqlite", "mysql", "mariadb", "postgres", "postgresql"],
+        )?;
         if let Some(url) = &self.redis_url {
             check_url("redis_url", url, &["redis", "rediss"])?;
         }
-        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::new("redis_prefix", "must be non-empty, without whitespace or control characters"));
+        if self.redis_prefix.is_empty()
+            || self
+                .redis_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::new(
+                "redis_prefix",
+                "must be non-empty, without whitespace or control characters",
+            ));
         }
         if self.wal_path.as_os_str().is_empty() {
             return Err(ConfigError::new("wal_path", "must not be empty"));
@@ -232,20 +247,32 @@ impl Config {
         positive("redis_connect_timeout_ms", self.redis_connect_timeout_ms)?;
         positive("redis_response_timeout_ms", self.redis_response_timeout_ms)?;
         positive("filter_capacity", self.filter_capacity)?;
-        positive("breaker_failure_threshold", u64::from(self.breaker_failure_threshold))?;
+        positive(
+            "breaker_failure_threshold",
+            u64::from(self.breaker_failure_threshold),
+        )?;
         positive("breaker_open_ms", self.breaker_open_ms)?;
         positive("health_check_interval_ms", self.health_check_interval_ms)?;
         positive("startup_l3_attempts", u64::from(self.startup_l3_attempts))?;
         if self.max_id_len == 0 || self.max_id_len > HARD_MAX_ID_LEN {
-            return Err(ConfigError::new("max_id_len", format!("must be in 1..={HARD_MAX_ID_LEN}")));
+            return Err(ConfigError::new(
+                "max_id_len",
+                format!("must be in 1..={HARD_MAX_ID_LEN}"),
+            ));
         }
         let ratio = |field: &str, v: f64| {
             if !(v > 0.0 && v <= 1.0) {
-                return Err(ConfigError::new(field, format!("must be in (0, 1], got {v}")));
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be in (0, 1], got {v}"),
+                ));
             }
             Ok(())
         };
-        ratio("backpressure_throttle_ratio", self.backpressure_throttle_ratio)?;
+        ratio(
+            "backpressure_throttle_ratio",
+            self.backpressure_throttle_ratio,
+        )?;
         ratio("backpressure_reject_ratio", self.backpressure_reject_ratio)?;
         if self.backpressure_throttle_ratio >= self.backpressure_reject_ratio {
             return Err(ConfigError::new(
@@ -273,7 +300,10 @@ fn check_url(field: &str, url: &SecretUrl, schemes: &[&str]) -> Result<(), Confi
     if !schemes.contains(&scheme.as_str()) {
         return Err(ConfigError::new(
             field,
-            format!("`{shown}`: scheme `{scheme}` is not one of {}", schemes.join(", ")),
+            format!(
+                "`{shown}`: scheme `{scheme}` is not one of {}",
+                schemes.join(", ")
+            ),
         ));
     }
     if scheme != "sqlite" {
@@ -312,13 +342,17 @@ fn overlay_env(
         .map(|f| (format!("{ENV_PREFIX}{}", f.to_ascii_uppercase()), f))
         .collect();
     for (name, raw) in vars {
-        let Some(field) = known.get(&name) else { continue };
+        let Some(field) = known.get(&name) else {
+            continue;
+        };
         let value = match defaults.get(field) {
             Some(toml::Value::Integer(_)) => raw
                 .trim()
                 .parse::<i64>()
                 .map(toml::Value::Integer)
-                .map_err(|_| ConfigError::new(&name, format!("expected an integer, got `{raw}`")))?,
+                .map_err(|_| {
+                    ConfigError::new(&name, format!("expected an integer, got `{raw}`"))
+                })?,
             Some(toml::Value::Float(_)) => raw
                 .trim()
                 .parse::<f64>()
@@ -328,7 +362,10 @@ fn overlay_env(
                 "true" | "1" | "yes" => toml::Value::Boolean(true),
                 "false" | "0" | "no" => toml::Value::Boolean(false),
                 _ => {
-                    return Err(ConfigError::new(&name, format!("expected true or false, got `{raw}`")))
+                    return Err(ConfigError::new(
+                        &name,
+                        format!("expected true or false, got `{raw}`"),
+                    ))
                 }
             },
             _ => toml::Value::String(raw),
@@ -350,7 +387,8 @@ mod tests {
 
     #[test]
     fn toml_overrides_and_unknown_fields_are_named() {
-        let c = Config::from_toml_str("batch_max_items = 10\nredis_url = \"redis://127.0.0.1/\"").unwrap();
+        let c = Config::from_toml_str("batch_max_items = 10\nredis_url = \"redis://127.0.0.1/\"")
+            .unwrap();
         assert_eq!(c.batch_max_items, 10);
         assert!(c.redis_url.is_some());
         let e = Config::from_toml_str("batch_max_itemz = 10").unwrap_err();
@@ -367,14 +405,21 @@ mod tests {
     fn env_overrides_with_typed_values() {
         let c = Config::from_env_vars([
             ("SYNC_ENGINE_BATCH_MAX_ITEMS".to_string(), "7".to_string()),
-            ("SYNC_ENGINE_ALLOW_DEGRADED_START".to_string(), "true".to_string()),
-            ("SYNC_ENGINE_REDIS_URL".to_string(), "redis://:pw@localhost:6379".to_string()),
+            (
+                "SYNC_ENGINE_ALLOW_DEGRADED_START".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "SYNC_ENGINE_REDIS_URL".to_string(),
+                "redis://:pw@localhost:6379".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ])
         .unwrap();
         assert_eq!(c.batch_max_items, 7);
         assert!(c.allow_degraded_start);
-        let e = Config::from_env_vars([("SYNC_ENGINE_BATCH_MAX_ITEMS".into(), "many".into())]).unwrap_err();
+        let e = Config::from_env_vars([("SYNC_ENGINE_BATCH_MAX_ITEMS".into(), "many".into())])
+            .unwrap_err();
         assert_eq!(e.field, "SYNC_ENGINE_BATCH_MAX_ITEMS");
     }
 

@@ -168,7 +168,11 @@ impl SyncItem {
     }
     /// The fields that decide "newer wins".
     pub fn stamp(&self) -> Stamp {
-        Stamp { version: self.version, content_hash: self.content_hash, tombstone: self.tombstone }
+        Stamp {
+            version: self.version,
+            content_hash: self.content_hash,
+            tombstone: self.tombstone,
+        }
     }
     /// True when this item must replace `stored` ([`newer_wins`]).
     pub fn supersedes(&self, stored: Option<&SyncItem>) -> bool {
@@ -185,7 +189,10 @@ impl SyncItem {
     }
     /// Approximate bytes the item occupies in memory (for byte-bounded caches and batches).
     pub fn weight(&self) -> usize {
-        self.content.len() + self.id.as_str().len() + self.state.as_ref().map_or(0, String::len) + 96
+        self.content.len()
+            + self.id.as_str().len()
+            + self.state.as_ref().map_or(0, String::len)
+            + 96
     }
 }
 

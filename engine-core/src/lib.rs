@@ -15,6 +15,9 @@ pub mod store;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod engine;
+
+pub use engine::{EngineState, Route, SubmitOptions, SyncEngine};
 
 pub use config::{Config, ConfigError};
 pub use error::{Error, ErrorKind, Result, Status};

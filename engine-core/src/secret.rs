@@ -25,7 +25,9 @@ impl SecretUrl {
     pub fn scheme(&self) -> Option<String> {
         let (scheme, _) = self.0.split_once(':')?;
         let ok = !scheme.is_empty()
-            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         ok.then(|| scheme.to_ascii_lowercase())
     }
 
@@ -38,11 +40,15 @@ impl SecretUrl {
 /// Replace the password of `scheme://user:password@host...` with `***`; leave anything else
 /// unchanged. Works on strings the `url` crate cannot parse too.
 pub fn redact(s: &str) -> String {
-    let Some(auth_start) = s.find("://").map(|i| i + 3) else { return s.to_owned() };
+    let Some(auth_start) = s.find("://").map(|i| i + 3) else {
+        return s.to_owned();
+    };
     let rest = &s[auth_start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return s.to_owned() };
+    let Some(at) = authority.rfind('@') else {
+        return s.to_owned();
+    };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
         Some(colon) => format!(
@@ -74,10 +80,19 @@ mod tests {
     #[test]
     fn passwords_never_print() {
         let u = SecretUrl::new("postgres://app:s3cr%40t@db:5432/x?sslmode=disable");
-        assert_eq!(u.to_string(), "postgres://app:***@db:5432/x?sslmode=disable");
+        assert_eq!(
+            u.to_string(),
+            "postgres://app:***@db:5432/x?sslmode=disable"
+        );
         assert!(!format!("{u:?}").contains("s3cr"));
-        assert_eq!(u.expose(), "postgres://app:s3cr%40t@db:5432/x?sslmode=disable");
-        assert_eq!(redact("redis://:pw@127.0.0.1/0"), "redis://:***@127.0.0.1/0");
+        assert_eq!(
+            u.expose(),
+            "postgres://app:s3cr%40t@db:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            redact("redis://:pw@127.0.0.1/0"),
+            "redis://:***@127.0.0.1/0"
+        );
         assert_eq!(redact("redis://user@host"), "redis://user@host");
         assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
         assert_eq!(redact("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");

@@ -20,12 +20,25 @@ pub async fn cache_all(store: &dyn CacheStore, ns: &str) -> Check {
 pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
     const P: &str = "newer wins in the cache";
     let a = id(ns, "a");
-    store.put(SyncItem::new(a.clone(), 5, "five"), None).await.map_err(backend(P))?;
-    let out = store.put(SyncItem::new(a.clone(), 4, "four"), None).await.map_err(backend(P))?;
-    let got = store.get(&a).await.map_err(backend(P))?.map(|i| i.version());
+    store
+        .put(SyncItem::new(a.clone(), 5, "five"), None)
+        .await
+        .map_err(backend(P))?;
+    let out = store
+        .put(SyncItem::new(a.clone(), 4, "four"), None)
+        .await
+        .map_err(backend(P))?;
+    let got = store
+        .get(&a)
+        .await
+        .map_err(backend(P))?
+        .map(|i| i.version());
     ensure!(got == Some(5), P, "older write overwrote: got {got:?}");
     ensure!(out.stale == 1, P, "older write not reported stale: {out:?}");
-    let replay = store.put(SyncItem::new(a.clone(), 5, "five"), None).await.map_err(backend(P))?;
+    let replay = store
+        .put(SyncItem::new(a.clone(), 5, "five"), None)
+        .await
+        .map_err(backend(P))?;
     ensure!(replay.applied == 0, P, "replay applied");
     let b = id(ns, "b");
     store
@@ -35,8 +48,16 @@ pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
         ])
         .await
         .map_err(backend(P))?;
-    let got = store.get(&b).await.map_err(backend(P))?.map(|i| i.version());
-    ensure!(got == Some(8), P, "older item later in the batch won: {got:?}");
+    let got = store
+        .get(&b)
+        .await
+        .map_err(backend(P))?
+        .map(|i| i.version());
+    ensure!(
+        got == Some(8),
+        P,
+        "older item later in the batch won: {got:?}"
+    );
     Ok(())
 }
 
@@ -44,13 +65,34 @@ pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
 pub async fn cache_tombstones(store: &dyn CacheStore, ns: &str) -> Check {
     const P: &str = "tombstones hide items in the cache";
     let a = id(ns, "a");
-    store.put(SyncItem::new(a.clone(), 1, "x"), None).await.map_err(backend(P))?;
+    store
+        .put(SyncItem::new(a.clone(), 1, "x"), None)
+        .await
+        .map_err(backend(P))?;
     store.delete(&a, 2).await.map_err(backend(P))?;
-    ensure!(!store.exists(&a).await.map_err(backend(P))?, P, "deleted item still cached");
-    store.put(SyncItem::new(a.clone(), 1, "x"), None).await.map_err(backend(P))?;
-    ensure!(!store.exists(&a).await.map_err(backend(P))?, P, "older write resurrected a deleted item");
-    store.put(SyncItem::new(a.clone(), 3, "y"), None).await.map_err(backend(P))?;
-    ensure!(store.exists(&a).await.map_err(backend(P))?, P, "newer write after delete not visible");
+    ensure!(
+        !store.exists(&a).await.map_err(backend(P))?,
+        P,
+        "deleted item still cached"
+    );
+    store
+        .put(SyncItem::new(a.clone(), 1, "x"), None)
+        .await
+        .map_err(backend(P))?;
+    ensure!(
+        !store.exists(&a).await.map_err(backend(P))?,
+        P,
+        "older write resurrected a deleted item"
+    );
+    store
+        .put(SyncItem::new(a.clone(), 3, "y"), None)
+        .await
+        .map_err(backend(P))?;
+    ensure!(
+        store.exists(&a).await.map_err(backend(P))?,
+        P,
+        "newer write after delete not visible"
+    );
     Ok(())
 }
 
@@ -60,15 +102,30 @@ pub async fn cache_ttl_expires(store: &dyn CacheStore, ns: &str) -> Check {
     let (short, forever) = (id(ns, "short"), id(ns, "forever"));
     store
         .put_batch(&[
-            CacheEntry { item: SyncItem::new(short.clone(), 1, "x"), ttl: Some(Duration::from_millis(300)) },
+            CacheEntry {
+                item: SyncItem::new(short.clone(), 1, "x"),
+                ttl: Some(Duration::from_millis(300)),
+            },
             CacheEntry::new(SyncItem::new(forever.clone(), 1, "y")),
         ])
         .await
         .map_err(backend(P))?;
-    ensure!(store.exists(&short).await.map_err(backend(P))?, P, "TTL'd item missing before expiry");
+    ensure!(
+        store.exists(&short).await.map_err(backend(P))?,
+        P,
+        "TTL'd item missing before expiry"
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    ensure!(!store.exists(&short).await.map_err(backend(P))?, P, "TTL'd item still there after its TTL");
-    ensure!(store.exists(&forever).await.map_err(backend(P))?, P, "item without TTL expired");
+    ensure!(
+        !store.exists(&short).await.map_err(backend(P))?,
+        P,
+        "TTL'd item still there after its TTL"
+    );
+    ensure!(
+        store.exists(&forever).await.map_err(backend(P))?,
+        P,
+        "item without TTL expired"
+    );
     Ok(())
 }
 
@@ -76,8 +133,10 @@ pub async fn cache_ttl_expires(store: &dyn CacheStore, ns: &str) -> Check {
 pub async fn cache_remove_and_order(store: &dyn CacheStore, ns: &str) -> Check {
     const P: &str = "remove forgets and get_many keeps order";
     let ids: Vec<ObjectId> = (0..10).map(|i| id(ns, &format!("k{i}"))).collect();
-    let entries: Vec<CacheEntry> =
-        ids.iter().map(|i| CacheEntry::new(SyncItem::new(i.clone(), 1, i.as_str().to_owned()))).collect();
+    let entries: Vec<CacheEntry> = ids
+        .iter()
+        .map(|i| CacheEntry::new(SyncItem::new(i.clone(), 1, i.as_str().to_owned())))
+        .collect();
     store.put_batch(&entries).await.map_err(backend(P))?;
     let mut asked = ids.clone();
     asked.reverse();
@@ -90,11 +149,21 @@ pub async fn cache_remove_and_order(store: &dyn CacheStore, ns: &str) -> Check {
         };
         ensure!(ok, P, "get_many answered {got:?} for {want}");
     }
-    ensure!(got.len() == asked.len(), P, "get_many returned {} answers for {} ids", got.len(), asked.len());
+    ensure!(
+        got.len() == asked.len(),
+        P,
+        "get_many returned {} answers for {} ids",
+        got.len(),
+        asked.len()
+    );
     store.remove_many(&ids[..5]).await.map_err(backend(P))?;
     let got = store.get_many(&ids).await.map_err(backend(P))?;
     let present: Vec<bool> = got.iter().map(Option::is_some).collect();
-    ensure!(present == [false, false, false, false, false, true, true, true, true, true], P, "after remove_many: {present:?}");
+    ensure!(
+        present == [false, false, false, false, false, true, true, true, true, true],
+        P,
+        "after remove_many: {present:?}"
+    );
     Ok(())
 }
 
@@ -105,6 +174,12 @@ pub async fn cache_binary_safe(store: &dyn CacheStore, ns: &str) -> Check {
     let item = SyncItem::new(id(ns, "bytes"), 1, all).with_state("s");
     store.put(item.clone(), None).await.map_err(backend(P))?;
     let got = store.get(item.id()).await.map_err(backend(P))?;
-    ensure!(got.as_ref() == Some(&item) || got.as_ref().map(|g| (g.content(), g.stamp(), g.state())) == Some((item.content(), item.stamp(), item.state())), P, "payload changed: {got:?}");
+    ensure!(
+        got.as_ref() == Some(&item)
+            || got.as_ref().map(|g| (g.content(), g.stamp(), g.state()))
+                == Some((item.content(), item.stamp(), item.state())),
+        P,
+        "payload changed: {got:?}"
+    );
     Ok(())
 }

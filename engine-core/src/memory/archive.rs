@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use sync_engine_merkle::{Children, MemTree, NodeKey, NodeValue};
 
-use crate::error::Result;
 use super::tree_op;
+use crate::error::Result;
 use crate::item::{newer_wins, SyncItem};
 use crate::store::{ArchiveStore, KeyScan, MerkleStore, PutOutcome};
 use crate::ObjectId;
@@ -93,7 +93,9 @@ impl ArchiveStore for MemoryArchive {
     async fn purge_tombstones(&self, older_than_ms: u64) -> Result<u64> {
         let mut state = self.state.lock();
         let before = state.items.len();
-        state.items.retain(|_, i| !(i.is_tombstone() && i.updated_at() < older_than_ms));
+        state
+            .items
+            .retain(|_, i| !(i.is_tombstone() && i.updated_at() < older_than_ms));
         Ok((before - state.items.len()) as u64)
     }
 

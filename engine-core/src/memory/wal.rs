@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::item::SyncItem;
-use crate::store::{Wal, WalEntry, WalStats};
+use crate::store::{FilterSnapshot, SnapshotStore, Wal, WalEntry, WalStats};
 
 struct State {
     entries: VecDeque<WalEntry>,
@@ -14,13 +14,15 @@ struct State {
     bytes: u64,
 }
 
-/// An in-memory [`Wal`] keeping append order, with the same bounds as the real one. Clones
+/// An in-memory [`Wal`] (and [`SnapshotStore`], as the real WAL file is) keeping append order,
+/// with the same bounds as the real one. Clones
 /// share state, so a clone held by a test "survives" the engine being dropped, as a file would.
 #[derive(Clone)]
 pub struct MemoryWal {
     state: Arc<Mutex<State>>,
     max_items: u64,
     max_bytes: u64,
+    snapshot: Arc<Mutex<Option<FilterSnapshot>>>,
 }
 
 impl Default for MemoryWal {
@@ -33,9 +35,14 @@ impl MemoryWal {
     /// An empty WAL bounded by `max_items` pending items and `max_bytes` pending bytes.
     pub fn new(max_items: u64, max_bytes: u64) -> MemoryWal {
         MemoryWal {
-            state: Arc::new(Mutex::new(State { entries: VecDeque::new(), next_seq: 1, bytes: 0 })),
+            state: Arc::new(Mutex::new(State {
+                entries: VecDeque::new(),
+                next_seq: 1,
+                bytes: 0,
+            })),
             max_items,
             max_bytes,
+            snapshot: Arc::default(),
         }
     }
 
@@ -68,14 +75,24 @@ impl Wal for MemoryWal {
         for item in items {
             let seq = s.next_seq;
             s.next_seq += 1;
-            s.entries.push_back(WalEntry { seq, item: item.clone() });
+            s.entries.push_back(WalEntry {
+                seq,
+                item: item.clone(),
+            });
         }
         s.bytes += add_bytes;
         Ok(s.next_seq - 1)
     }
 
     async fn peek(&self, limit: usize) -> Result<Vec<WalEntry>> {
-        Ok(self.state.lock().entries.iter().take(limit).cloned().collect())
+        Ok(self
+            .state
+            .lock()
+            .entries
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn remove_through(&self, through: u64) -> Result<u64> {
@@ -92,6 +109,21 @@ impl Wal for MemoryWal {
 
     async fn stats(&self) -> Result<WalStats> {
         let s = self.state.lock();
-        Ok(WalStats { items: s.entries.len() as u64, bytes: s.bytes })
+        Ok(WalStats {
+            items: s.entries.len() as u64,
+            bytes: s.bytes,
+        })
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for MemoryWal {
+    async fn save_snapshot(&self, snapshot: &FilterSnapshot) -> Result<()> {
+        *self.snapshot.lock() = Some(snapshot.clone());
+        Ok(())
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<FilterSnapshot>> {
+        Ok(self.snapshot.lock().clone())
     }
 }

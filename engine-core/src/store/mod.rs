@@ -13,7 +13,7 @@ pub use archive::{ArchiveExt, ArchiveStore, KeyScan};
 pub use cache::{CacheEntry, CacheExt, CacheStore};
 pub use merkle::{MerkleExt, MerkleStore};
 pub use snapshot::{FilterSnapshot, SnapshotStore};
-pub use wal::{DrainReport, WalEntry, WalExt, WalStats, Wal};
+pub use wal::{DrainReport, Wal, WalEntry, WalExt, WalStats};
 
 /// What a `put_batch` did with each item of the batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct PutOutcome {
 impl PutOutcome {
     /// Add the counts of another batch.
     pub fn merge(self, other: PutOutcome) -> PutOutcome {
-        PutOutcome { applied: self.applied + other.applied, stale: self.stale + other.stale }
+        PutOutcome {
+            applied: self.applied + other.applied,
+            stale: self.stale + other.stale,
+        }
     }
 }

@@ -69,7 +69,9 @@ pub trait WalExt: Wal {
         let mut report = DrainReport::default();
         loop {
             let entries = self.peek(batch.max(1)).await?;
-            let Some(last) = entries.last().map(|e| e.seq) else { break };
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                break;
+            };
             let items: Vec<SyncItem> = entries.into_iter().map(|e| e.item).collect();
             let outcome = archive.put_batch(&items).await?;
             self.remove_through(last).await?;

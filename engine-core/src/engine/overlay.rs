@@ -1,0 +1,66 @@
+//! The overlay: items this engine acknowledged that L3 does not hold yet (pending in a batch,
+//! being flushed, or diverted to the WAL). Reads consult it before the backends, so an item is
+//! never read back older than acknowledged while it travels, whatever L1 evicted.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use crate::{ObjectId, Stamp, SyncItem};
+
+#[derive(Default)]
+struct Inner {
+    items: HashMap<ObjectId, SyncItem>,
+    bytes: u64,
+}
+
+/// Map of not-yet-in-L3 items with their total weight (bounded by backpressure).
+#[derive(Default)]
+pub struct Overlay {
+    inner: Mutex<Inner>,
+}
+
+impl Overlay {
+    /// Record an item on its way to L3 (kept if newer than what the overlay holds).
+    pub fn put(&self, item: &SyncItem) {
+        let mut i = self.inner.lock();
+        let w = item.weight() as u64;
+        match i.items.get(item.id()) {
+            Some(cur) if !item.supersedes(Some(cur)) => {}
+            Some(cur) => {
+                let old = cur.weight() as u64;
+                i.bytes = i.bytes.saturating_sub(old) + w;
+                i.items.insert(item.id().clone(), item.clone());
+            }
+            None => {
+                i.bytes += w;
+                i.items.insert(item.id().clone(), item.clone());
+            }
+        }
+    }
+
+    /// The overlay's item for `id`.
+    pub fn get(&self, id: &ObjectId) -> Option<SyncItem> {
+        self.inner.lock().items.get(id).cloned()
+    }
+
+    /// L3 now holds these stamps: forget entries that are not newer than them.
+    pub fn settle<'a>(&self, committed: impl IntoIterator<Item = (&'a ObjectId, Stamp)>) {
+        let mut i = self.inner.lock();
+        for (id, stamp) in committed {
+            if let Some(cur) = i.items.get(id) {
+                if cur.stamp() <= stamp {
+                    let w = cur.weight() as u64;
+                    i.items.remove(id);
+                    i.bytes = i.bytes.saturating_sub(w);
+                }
+            }
+        }
+    }
+
+    /// Items and bytes held.
+    pub fn size(&self) -> (usize, u64) {
+        let i = self.inner.lock();
+        (i.items.len(), i.bytes)
+    }
+}

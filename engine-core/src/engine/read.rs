@@ -1,0 +1,203 @@
+//! The read path: L1 → overlay → filter (only when trusted) → L2 → L3, promoting on the way
+//! back; concurrent misses of one id share one backend read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{Inner, SyncEngine};
+use crate::store::CacheEntry;
+use crate::{Error, ErrorKind, ObjectId, SyncItem};
+
+type Shared = Arc<OnceCell<Result<Option<SyncItem>, (ErrorKind, String)>>>;
+
+/// In-flight backend reads by id.
+#[derive(Default)]
+pub(crate) struct Coalescer {
+    inflight: Mutex<HashMap<ObjectId, Shared>>,
+}
+
+fn hit(tier: &'static str, started: Instant) {
+    metrics::counter!("sync_engine_get_total", "tier" => tier).increment(1);
+    metrics::histogram!("sync_engine_get_seconds", "tier" => tier)
+        .record(started.elapsed().as_secs_f64());
+}
+
+impl SyncEngine {
+    /// The item under `id`, or `None` if absent or deleted.
+    pub async fn get(&self, id: &str) -> crate::Result<Option<SyncItem>> {
+        let id = ObjectId::with_max_len(id, self.inner.limits.max_id_len)?;
+        self.get_id(&id).await
+    }
+
+    /// [`get`](Self::get) with a validated id.
+    pub async fn get_id(&self, id: &ObjectId) -> crate::Result<Option<SyncItem>> {
+        let started = Instant::now();
+        if let Some(local) = local(&self.inner, id) {
+            hit("l1", started);
+            return Ok(Some(local).filter(|i| !i.is_tombstone()));
+        }
+        if self.inner.filter.definitely_absent(id) {
+            hit("filter", started);
+            return Ok(None);
+        }
+        let cell: Shared = self
+            .inner
+            .reads
+            .inflight
+            .lock()
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let result = cell.get_or_init(|| fetch(&self.inner, id)).await.clone();
+        {
+            let mut map = self.inner.reads.inflight.lock();
+            if map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(id);
+            }
+        }
+        result.map_err(|(kind, msg)| Error::new(kind, msg).with_operation("get"))
+    }
+
+    /// Many items, in the order asked; backend reads are batched.
+    pub async fn get_many(&self, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
+        let inner = &self.inner;
+        let mut out: Vec<Option<SyncItem>> = vec![None; ids.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            match local(inner, id) {
+                Some(item) => out[i] = Some(item).filter(|x| !x.is_tombstone()),
+                None if inner.filter.definitely_absent(id) => {}
+                None => missing.push(i),
+            }
+        }
+        let chunk = inner.cfg().batch_max_items.max(1);
+        for part in missing.chunks(chunk) {
+            let part_ids: Vec<ObjectId> = part.iter().map(|&i| ids[i].clone()).collect();
+            let found = fetch_many(inner, &part_ids).await?;
+            for (&i, item) in part.iter().zip(found) {
+                out[i] = item;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// L1, then the overlay of not-yet-in-L3 writes. Tombstones are returned (they answer "deleted").
+fn local(inner: &Inner, id: &ObjectId) -> Option<SyncItem> {
+    inner.l1.get(id).or_else(|| inner.overlay.get(id))
+}
+
+async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (ErrorKind, String)> {
+    let started = Instant::now();
+    let ids = std::slice::from_ref(id);
+    if let Some(l2) = &inner.l2 {
+        if inner.l2_breaker.allow() {
+            match l2.get_many(ids).await {
+                Ok(mut v) => {
+                    inner.l2_breaker.success();
+                    if let Some(item) = v.pop().flatten() {
+                        inner.l1.put(&item);
+                        hit("l2", started);
+                        return Ok(Some(item));
+                    }
+                }
+                Err(e) => {
+                    inner.l2_breaker.failure();
+                    tracing::debug!(error = %e, "L2 read failed; falling through to L3");
+                }
+            }
+        }
+    }
+    let found = read_l3(inner, ids)
+        .await
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    let item = found.into_iter().next().flatten();
+    if let Some(item) = &item {
+        inner.l1.put(item);
+        promote_to_l2(inner, vec![item.clone()]);
+    }
+    hit(if item.is_some() { "l3" } else { "miss" }, started);
+    Ok(item)
+}
+
+async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
+    let mut out: Vec<Option<SyncItem>> = vec![None; ids.len()];
+    let mut rest: Vec<usize> = (0..ids.len()).collect();
+    if let Some(l2) = &inner.l2 {
+        if inner.l2_breaker.allow() {
+            match l2.get_many(ids).await {
+                Ok(found) => {
+                    inner.l2_breaker.success();
+                    rest.clear();
+                    for (i, item) in found.into_iter().enumerate() {
+                        match item {
+                            Some(item) => {
+                                inner.l1.put(&item);
+                                out[i] = Some(item);
+                            }
+                            None => rest.push(i),
+                        }
+                    }
+                }
+                Err(_) => inner.l2_breaker.failure(),
+            }
+        }
+    }
+    if rest.is_empty() {
+        return Ok(out);
+    }
+    let rest_ids: Vec<ObjectId> = rest.iter().map(|&i| ids[i].clone()).collect();
+    let found = read_l3(inner, &rest_ids).await?;
+    let mut promote = Vec::new();
+    for (&i, item) in rest.iter().zip(found) {
+        if let Some(item) = &item {
+            inner.l1.put(item);
+            promote.push(item.clone());
+        }
+        out[i] = item;
+    }
+    promote_to_l2(inner, promote);
+    Ok(out)
+}
+
+async fn read_l3(inner: &Inner, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
+    if !inner.l3_breaker.allow() {
+        return Err(
+            Error::unavailable("L3 is unavailable (circuit breaker open)").with_operation("get"),
+        );
+    }
+    match inner.l3.get_many(ids).await {
+        Ok(v) => {
+            inner.l3_breaker.success();
+            Ok(v)
+        }
+        Err(e) => {
+            if e.is_retryable() {
+                inner.l3_breaker.failure();
+            } else {
+                inner.l3_breaker.success();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Write items read from L3 into L2 in the background (newer-wins keeps this harmless).
+fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
+    let Some(l2) = inner.l2.clone() else { return };
+    if items.is_empty() || !inner.l2_breaker.allow() {
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
+        match l2.put_batch(&entries).await {
+            Ok(_) => inner.l2_breaker.success(),
+            Err(_) => inner.l2_breaker.failure(),
+        }
+    });
+}

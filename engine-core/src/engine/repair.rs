@@ -1,0 +1,168 @@
+//! Verify and repair L2 against L3: compare roots, diff branch by branch through the Merkle
+//! stores, and repair only the differing ids (upsert from L3, remove from L2 what L3 lacks).
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sync_engine_merkle::{diff, Children, ChildrenSource, DiffError, DiffKind, NodeKey, NodeValue};
+use tokio::time::Instant;
+
+use super::{Inner, SyncEngine};
+use crate::store::{CacheEntry, MerkleStore};
+use crate::{Error, ErrorKind, ObjectId};
+
+/// What a verify or repair found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The dotted path prefix compared (`""` = everything).
+    pub prefix: String,
+    /// True when L2's and L3's hashes were equal at the start (nothing to do).
+    pub in_sync: bool,
+    /// Merkle node pairs compared by the diff.
+    pub nodes_compared: u64,
+    /// Ids that differed.
+    pub differing: usize,
+    /// Ids written into L2 from L3.
+    pub repaired: usize,
+    /// Ids removed from L2 because L3 does not hold them.
+    pub removed: usize,
+    /// Differing ids left alone because a newer local write is still on its way to L3.
+    pub skipped_in_flight: usize,
+    /// Up to 100 of the differing ids, for reports.
+    pub sample: Vec<String>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// A `MerkleStore` seen as the Merkle crate's diff source.
+struct Source(Arc<dyn MerkleStore>);
+
+impl ChildrenSource for Source {
+    type Error = Error;
+
+    fn node(&self, key: &NodeKey) -> impl Future<Output = Result<Option<NodeValue>, Error>> + Send {
+        let (store, key) = (self.0.clone(), key.clone());
+        async move { store.node(&key).await }
+    }
+
+    fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, Error>> + Send {
+        let (store, key) = (self.0.clone(), key.clone());
+        async move { store.children(&key).await }
+    }
+}
+
+fn diff_error(e: DiffError<Error, Error>) -> Error {
+    match e {
+        DiffError::A(e) => e,
+        DiffError::B(e) => e,
+        other => Error::new(ErrorKind::Contract, other.to_string()),
+    }
+    .with_operation("verify")
+}
+
+impl SyncEngine {
+    /// Compare L2 with L3 under a dotted path prefix (`""` for all) without changing anything.
+    pub async fn verify(&self, prefix: &str) -> crate::Result<RepairReport> {
+        run(&self.inner, prefix, false).await
+    }
+
+    /// Compare and repair L2 from L3 under a dotted path prefix, touching only differing ids.
+    pub async fn repair(&self, prefix: &str) -> crate::Result<RepairReport> {
+        run(&self.inner, prefix, true).await
+    }
+}
+
+/// Verify (and optionally repair) `prefix`.
+#[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix))]
+pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result<RepairReport> {
+    let started = Instant::now();
+    let l2 = inner.l2.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unsupported,
+            "no L2 cache is configured: nothing to verify",
+        )
+        .with_operation("verify")
+    })?;
+    let key = NodeKey::path(prefix);
+    let (a, b) = tokio::try_join!(l2.node(&key), inner.l3.node(&key))?;
+    let mut report = RepairReport {
+        prefix: prefix.to_owned(),
+        in_sync: a.unwrap_or_default().hash() == b.unwrap_or_default().hash(),
+        nodes_compared: 1,
+        differing: 0,
+        repaired: 0,
+        removed: 0,
+        skipped_in_flight: 0,
+        sample: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    if !report.in_sync {
+        let l2_src = Source(l2.clone());
+        let l3_src = Source(inner.l3.clone());
+        let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
+        report.nodes_compared = d.nodes_compared;
+        report.differing = d.differences.len();
+        report.sample = d
+            .differences
+            .iter()
+            .take(100)
+            .map(|x| x.id.clone())
+            .collect();
+        if fix {
+            let mut upsert = Vec::new();
+            let mut remove = Vec::new();
+            for x in &d.differences {
+                let Ok(id) = ObjectId::with_max_len(&x.id, crate::id::HARD_MAX_ID_LEN) else {
+                    tracing::warn!(id = %x.id, "the diff returned an invalid id; skipped");
+                    continue;
+                };
+                if inner.overlay.get(&id).is_some() {
+                    report.skipped_in_flight += 1;
+                    continue;
+                }
+                match x.kind {
+                    DiffKind::OnlyInA => remove.push(id),
+                    DiffKind::OnlyInB | DiffKind::Different => upsert.push(id),
+                }
+            }
+            for chunk in upsert.chunks(1000) {
+                let items = inner.l3.get_many(chunk).await?;
+                let mut entries = Vec::new();
+                let mut gone = Vec::new();
+                for (id, item) in chunk.iter().zip(items) {
+                    match item {
+                        Some(item) => entries.push(CacheEntry::new(item)),
+                        None => gone.push(id.clone()),
+                    }
+                }
+                // Remove first: L2 may hold a tampered entry with a higher stamp.
+                l2.remove_many(chunk).await?;
+                l2.put_batch(&entries).await?;
+                report.repaired += entries.len();
+                report.removed += gone.len();
+            }
+            for chunk in remove.chunks(1000) {
+                l2.remove_many(chunk).await?;
+                report.removed += chunk.len();
+            }
+        }
+    }
+    report.duration = started.elapsed();
+    metrics::counter!("sync_engine_repaired_items_total")
+        .increment(report.repaired as u64 + report.removed as u64);
+    tracing::info!(
+        differing = report.differing,
+        repaired = report.repaired,
+        removed = report.removed,
+        "L2 compared with L3"
+    );
+    if fix {
+        if prefix.is_empty() && report.skipped_in_flight == 0 {
+            inner.l2_needs_repair.store(false, Ordering::Relaxed);
+        }
+        *inner.last_repair.lock() = Some(report.clone());
+    }
+    Ok(report)
+}
