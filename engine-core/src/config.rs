@@ -85,6 +85,10 @@ pub struct Config {
     /// Redis response timeout. Default 1000 ms.
     pub redis_response_timeout_ms: u64,
 
+    /// Answer "absent" from the cuckoo filter when it is trusted. Turn off when anything but
+    /// this engine writes to L3 (the filter only learns ids it sees written or scanned).
+    /// Default true. Restart-only.
+    pub filter_enabled: bool,
     /// Initial capacity of the cuckoo filter (it grows past it). Default 1,000,000.
     pub filter_capacity: u64,
     /// Snapshot the filter this often (0 = never by time). Default 300,000 ms.
@@ -139,6 +143,7 @@ impl Default for Config {
             sql_acquire_timeout_ms: 2000,
             redis_connect_timeout_ms: 1000,
             redis_response_timeout_ms: 1000,
+            filter_enabled: true,
             filter_capacity: 1_000_000,
             filter_snapshot_interval_ms: 300_000,
             filter_snapshot_every_inserts: 100_000,

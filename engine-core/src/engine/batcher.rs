@@ -122,14 +122,12 @@ fn take_locked(p: &mut PendingInner) -> Batch {
 /// Hand a full batch to the flusher.
 pub(crate) fn dispatch(inner: &Inner, b: Batch) {
     inner.backlog.0.fetch_add(b.bytes, Ordering::Relaxed);
-    if let Err(mpsc::error::SendError(job)) = inner.flush_tx.send(Job::Batch(b)) {
+    if let Err(mpsc::error::SendError(Job::Batch(b))) = inner.flush_tx.send(Job::Batch(b)) {
         // The flusher is gone (engine stopped or crashed): fail the waiters.
-        if let Job::Batch(b) = job {
-            fail_all(
-                b,
-                &Error::new(ErrorKind::ShuttingDown, "the engine's flusher has stopped"),
-            );
-        }
+        fail_all(
+            b,
+            &Error::new(ErrorKind::ShuttingDown, "the engine's flusher has stopped"),
+        );
     }
 }
 

@@ -113,7 +113,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
             inner.l2_needs_repair.store(true, Ordering::Relaxed);
         }
     }
-    if !inner.filter.get().trust().is_trusted() {
+    if inner.cfg().filter_enabled && !inner.filter.get().trust().is_trusted() {
         inner.set_state(EngineState::WarmingUp);
         phase("warm_filter", warm_filter(&inner)).await?;
     }
@@ -163,6 +163,9 @@ pub(crate) async fn resync(inner: &Inner) -> crate::Result<()> {
 }
 
 async fn restore_filter(inner: &Inner, root: sync_engine_merkle::Digest) {
+    if !inner.cfg().filter_enabled {
+        return;
+    }
     let snap = match inner.wal.load_snapshot().await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -196,6 +199,9 @@ async fn restore_filter(inner: &Inner, root: sync_engine_merkle::Digest) {
 /// Rebuild the filter in place by a keyset scan of L3, then trust it — unless something
 /// invalidated it meanwhile. Ids written during the scan are inserted by their submits.
 pub(crate) async fn warm_filter(inner: &Inner) -> crate::Result<()> {
+    if !inner.cfg().filter_enabled {
+        return Ok(());
+    }
     let f = inner.filter.get();
     f.clear();
     let ticket = f.trust().begin_warming();
