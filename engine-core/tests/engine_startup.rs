@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::{id, Rig};
 use sync_engine_core::engine::EngineState;
 use sync_engine_core::store::{
-    ArchiveExt, ArchiveStore, CacheExt, CacheStore, FilterSnapshot, MerkleExt, SnapshotStore, Wal,
+    ArchiveExt, ArchiveStore, CacheExt, FilterSnapshot, MerkleExt, SnapshotStore, Wal,
 };
 use sync_engine_core::{ErrorKind, SyncItem};
 use sync_engine_cuckoo::TrustState;
