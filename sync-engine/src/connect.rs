@@ -1,0 +1,123 @@
+//! Choose and open backends from the configured URLs, then start an engine over them.
+
+use std::sync::Arc;
+
+use sync_engine_core::engine::{L2Store, L3Store, LocalLog};
+use sync_engine_core::{Config, Error, ErrorKind, Result, SecretUrl, SyncEngine};
+
+/// The opened backends (before the engine starts).
+#[derive(Clone)]
+pub struct Backends {
+    /// L3.
+    pub l3: Arc<dyn L3Store>,
+    /// L2, when `redis_url` is set.
+    pub l2: Option<Arc<dyn L2Store>>,
+    /// The WAL.
+    pub wal: Arc<dyn LocalLog>,
+}
+
+/// A started engine with its backends (for tools that inspect tiers directly).
+#[derive(Clone)]
+pub struct Node {
+    /// The engine.
+    pub engine: SyncEngine,
+    /// Its backends.
+    pub backends: Backends,
+}
+
+fn missing(field: &str, url: &SecretUrl, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("{field} `{url}` needs the `{feature}` feature of sync-engine, which this build lacks"),
+    )
+    .with_operation("connect")
+}
+
+/// Open the archive the `sql_url` scheme names.
+pub async fn open_l3(config: &Config) -> Result<Arc<dyn L3Store>> {
+    let url = &config.sql_url;
+    let scheme = url.scheme().unwrap_or_default();
+    let feature = match scheme.as_str() {
+        "sqlite" => "sqlite",
+        "mysql" | "mariadb" => "mysql",
+        "postgres" | "postgresql" => "postgres",
+        other => {
+            return Err(Error::new(ErrorKind::Config, format!("sql_url `{url}`: unknown scheme `{other}`")))
+        }
+    };
+    let compiled = match feature {
+        "sqlite" => cfg!(feature = "sqlite"),
+        "mysql" => cfg!(feature = "mysql"),
+        _ => cfg!(feature = "postgres"),
+    };
+    if !compiled {
+        return Err(missing("sql_url", url, feature));
+    }
+    #[cfg(any(feature = "sqlite", feature = "mysql", feature = "postgres"))]
+    {
+        let store = sync_engine_sql::SqlStore::from_config(config).await?;
+        Ok(Arc::new(store))
+    }
+    #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
+    {
+        Err(missing("sql_url", url, feature))
+    }
+}
+
+/// Open L2 when `redis_url` is set.
+pub async fn open_l2(config: &Config) -> Result<Option<Arc<dyn L2Store>>> {
+    let Some(url) = &config.redis_url else { return Ok(None) };
+    #[cfg(feature = "redis")]
+    {
+        let store = sync_engine_redis::RedisStore::from_config(config).await?;
+        let _ = url;
+        Ok(Some(Arc::new(store)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        Err(missing("redis_url", url, "redis"))
+    }
+}
+
+/// Open the WAL at `wal_path`.
+pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
+    #[cfg(feature = "wal-sqlite")]
+    {
+        Ok(Arc::new(sync_engine_wal::SqliteWal::open_from_config(config).await?))
+    }
+    #[cfg(not(feature = "wal-sqlite"))]
+    {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("wal_path `{}` needs the `wal-sqlite` feature of sync-engine", config.wal_path.display()),
+        ))
+    }
+}
+
+/// Open every configured backend: WAL first (the durability lifeline), then L3, then L2.
+/// An unreachable L2 is not an error here: the engine runs without it and repairs it later.
+pub async fn open_backends(config: &Config) -> Result<Backends> {
+    config.validate()?;
+    let wal = open_wal(config).await?;
+    let l3 = open_l3(config).await?;
+    let l2 = match open_l2(config).await {
+        Ok(l2) => l2,
+        Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "L2 unreachable; starting without it");
+            None
+        }
+    };
+    Ok(Backends { l3, l2, wal })
+}
+
+/// Open the backends the configuration names and start an engine over them.
+pub async fn connect(config: Config) -> Result<Node> {
+    let backends = open_backends(&config).await?;
+    let mut builder = SyncEngine::builder(config).archive_arc(backends.l3.clone()).wal_arc(backends.wal.clone());
+    if let Some(l2) = &backends.l2 {
+        builder = builder.cache_arc(l2.clone());
+    }
+    let engine = builder.start().await?;
+    Ok(Node { engine, backends })
+}
