@@ -8,7 +8,6 @@
 //!   both trees, sort both leaf lists by id, merge them comparing digests. A second, harsher
 //!   baseline is reported for transparency: only the merge of two already-sorted leaf lists.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -16,11 +15,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sync_engine_merkle::{diff, leaf_digest, ChangeSet, Digest, MemTree};
 
-use crate::report::{median, Figure, Opts};
+use crate::report::{median, rate, Figure, Latency, Opts};
 
 /// The two id shapes of BENCH.md.
 #[derive(Clone, Copy)]
@@ -56,7 +55,9 @@ fn digest(id: &str, version: u64) -> Digest {
 pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
     let n = opts.items_or(1_000_000, 20_000);
     if n < 10_000 {
-        return Err(format!("the merkle suite needs at least 10,000 items (100 differences = 1%), got {n}"));
+        return Err(format!(
+            "the merkle suite needs at least 10,000 items (100 differences = 1%), got {n}"
+        ));
     }
     let mut figures = Vec::new();
     let mut per_leaf = Vec::new();
@@ -74,20 +75,29 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
         figures.extend(fig);
         headline.push(head);
     }
-    // The headline diff figures are the worse of the two shapes.
-    for i in 0..2 {
+    // The headline diff figures are the worse of the two shapes (the baseline names which).
+    for (i, name) in [
+        "merkle.diff.hundred_over_full",
+        "merkle.diff.one_percent_over_full",
+    ]
+    .iter()
+    .enumerate()
+    {
         let worst = headline
             .iter()
             .map(|h| &h[i])
             .max_by(|a, b| a.value.total_cmp(&b.value))
             .ok_or("no diff figures")?;
-        let name = if i == 0 { "merkle.diff.hundred_over_full" } else { "merkle.diff.one_percent_over_full" };
-        figures.push(Figure { name: name.into(), ..worst.clone() });
+        figures.push(Figure {
+            name: (*name).into(),
+            ..worst.clone()
+        });
     }
+    figures.extend(cap_sweep(n, opts)?);
     Ok(figures)
 }
 
-/// `num / den` as a ratio figure whose baseline is `den`.
+/// `num / den` as a ratio figure whose baseline is `den` (value and ratio both the quotient).
 fn over(name: &str, num: &Figure, den: &Figure) -> Figure {
     let r = num.value / den.value.max(f64::MIN_POSITIVE);
     Figure {
@@ -99,8 +109,12 @@ fn over(name: &str, num: &Figure, den: &Figure) -> Figure {
     }
 }
 
-/// Build a tree of `n` ids of `shape`, then time random updates. Returns the figures and the
-/// per-leaf update figure.
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Build a tree of `n` ids of `shape`, then time updates of random distinct existing ids.
+/// Returns the figures and the per-leaf update figure.
 fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure), String> {
     let s = shape.name();
     let ids: Vec<String> = (0..n).map(|i| shape.id(i)).collect();
@@ -109,14 +123,24 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
     let t0 = Instant::now();
     let mut tree = MemTree::new();
     for (id, d) in ids.iter().zip(&digests) {
-        tree.upsert(id, *d).map_err(|e| e.to_string())?;
+        tree.upsert(id, *d).map_err(err)?;
     }
     let build = t0.elapsed();
-    let rss = rss_bytes().zip(rss_before).map(|(a, b)| a.saturating_sub(b));
+    let rss = rss_bytes()
+        .zip(rss_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let stats = tree.stats();
     let mut figs = vec![
-        Figure::plain(format!("merkle.build.{s}_ns_per_leaf"), ns_per(build, n), "ns"),
-        Figure::plain(format!("merkle.nodes_per_item.{s}"), stats.nodes() as f64 / n as f64, "nodes"),
+        Figure::plain(
+            format!("merkle.build.{s}_ns_per_leaf"),
+            ns_per(build, n),
+            "ns",
+        ),
+        Figure::plain(
+            format!("merkle.nodes_per_item.{s}"),
+            stats.nodes() as f64 / n as f64,
+            "nodes",
+        ),
         Figure::plain(
             format!("merkle.bytes_per_item.{s}"),
             stats.approx_bytes as f64 / n as f64,
@@ -124,163 +148,308 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
         ),
     ];
     if let Some(rss) = rss {
-        figs.push(Figure::plain(format!("merkle.rss_bytes_per_item.{s}"), rss as f64 / n as f64, "bytes"));
+        figs.push(Figure::plain(
+            format!("merkle.rss_bytes_per_item.{s}"),
+            rss as f64 / n as f64,
+            "bytes",
+        ));
     }
 
     let m = n.min(200_000);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut samples = Vec::new();
-    for rep in 0..opts.reps().max(3) {
-        let picks: Vec<(usize, Digest)> = (0..m)
-            .map(|_| {
-                let i = rng.random_range(0..n);
-                (i, digest(&ids[i], rep as u64 + 1))
-            })
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut ns, mut rates) = (Vec::new(), Vec::new());
+    // At least 3 repetitions (5 in a full run: the machine is shared and noisy).
+    let reps = if opts.quick { 3 } else { opts.reps().max(5) };
+    for rep in 0..reps {
+        order.shuffle(&mut rng);
+        let picks: Vec<(usize, Digest)> = order[..m]
+            .iter()
+            .map(|&i| (i, digest(&ids[i], rep as u64 + 1)))
             .collect();
         let t0 = Instant::now();
         for (i, d) in &picks {
-            tree.upsert(&ids[*i], *d).map_err(|e| e.to_string())?;
+            tree.upsert(&ids[*i], *d).map_err(err)?;
         }
-        samples.push(ns_per(t0.elapsed(), m));
+        let took = t0.elapsed();
+        ns.push(ns_per(took, m));
+        rates.push(rate(m, took));
     }
-    let update = Figure::plain(format!("merkle.update.{s}_ns_per_leaf"), median(samples), "ns");
+    let update = Figure::plain(format!("merkle.update.{s}_ns_per_leaf"), median(ns), "ns");
     figs.push(update.clone());
+    figs.push(Figure::plain(
+        format!("merkle.update.{s}_leaves_per_s"),
+        median(rates),
+        "items/s",
+    ));
+
+    // Single-update latency over >= 10,000 timed upserts after the warm-up above.
+    let mut lat = Latency::new();
+    order.shuffle(&mut rng);
+    for &i in order.iter().cycle().take(m.max(10_000)) {
+        let d = digest(&ids[i], 1000 + lat.len());
+        let t0 = Instant::now();
+        tree.upsert(&ids[i], d).map_err(err)?;
+        lat.record(t0.elapsed());
+    }
+    if lat.is_empty() {
+        return Err("no update latency recorded".into());
+    }
+    for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+        figs.push(Figure::plain(
+            format!("merkle.update.{s}_{name}_us"),
+            lat.quantile_us(q),
+            "us",
+        ));
+    }
 
     // What a store pays to turn a batch of 1000 changes into per-node deltas.
     let mut cs = ChangeSet::new();
-    for i in (0..n).step_by((n / 1000).max(1)).take(1000) {
-        cs.upsert(&ids[i], Some(digests[i]), digest(&ids[i], 99)).map_err(|e| e.to_string())?;
+    for i in order.iter().take(1000) {
+        let id = &ids[*i];
+        cs.upsert(id, tree.get_leaf(id), digest(id, 99))
+            .map_err(err)?;
     }
-    let t0 = Instant::now();
-    let deltas = cs.path_deltas();
-    let took = t0.elapsed();
-    figs.push(Figure::plain(format!("merkle.changeset.{s}_ns_per_leaf"), ns_per(took, cs.len()), "ns"));
+    let (ms, deltas) = time_ms(reps, || Ok(cs.path_deltas()))?;
+    figs.push(Figure::plain(
+        format!("merkle.changeset.{s}_ns_per_leaf"),
+        ms * 1e6 / cs.len().max(1) as f64,
+        "ns",
+    ));
     figs.push(Figure::plain(
         format!("merkle.changeset.{s}_path_nodes_per_1000"),
         deltas.len() as f64,
         "nodes",
     ));
+    let t0 = Instant::now();
+    tree.apply(&cs).map_err(err)?;
+    figs.push(Figure::plain(
+        format!("merkle.apply.{s}_ns_per_leaf"),
+        ns_per(t0.elapsed(), cs.len()),
+        "ns",
+    ));
     Ok((figs, update))
 }
 
-/// Diff figures for `shape`: the cost at several divergences vs comparing every leaf. Returns
-/// the figures and the two headline ratios (100 differences, 1%).
+/// A tree of ids `0..n` of `shape` and a copy of it with `d` differences spread uniformly:
+/// a third changed, a third removed, a third added. `order` is the shuffled index order.
+fn diverge(
+    b: &mut MemTree,
+    shape: Shape,
+    n: usize,
+    order: &[usize],
+    from: usize,
+    to: usize,
+) -> Result<(), String> {
+    for (k, &i) in order
+        .get(from..to)
+        .ok_or("divergence beyond the items")?
+        .iter()
+        .enumerate()
+    {
+        match (from + k) % 3 {
+            0 => b.upsert(&shape.id(i), digest(&shape.id(i), 1)),
+            1 => b.remove(&shape.id(i)),
+            _ => b.upsert(&shape.id(n + i), digest(&shape.id(n + i), 0)),
+        }
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn build(shape: Shape, n: usize, cap: usize) -> Result<MemTree, String> {
+    let mut t = MemTree::with_cap(cap);
+    for i in 0..n {
+        let id = shape.id(i);
+        t.upsert(&id, digest(&id, 0)).map_err(err)?;
+    }
+    Ok(t)
+}
+
+/// Median milliseconds of `reps` runs of `f`, and the last run's result.
+fn time_ms<T>(reps: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<(f64, T), String> {
+    let mut samples = Vec::new();
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        last = Some(f()?);
+        samples.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(samples), last.ok_or("no run")?))
+}
+
+/// Diff figures for `shape`: the cost at several divergences vs comparing every leaf, and where
+/// the two cross. Returns the figures and the two headline ratios (100 differences, 1%).
 fn diffs(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, [Figure; 2]), String> {
     let s = shape.name();
-    let a = MemTree::from_items((0..n).map(|i| shape.id(i)).collect::<Vec<_>>().iter().map(|id| (id.as_str(), digest(id, 0))))
-        .map_err(|e| e.to_string())?;
+    let reps = opts.reps();
+    let a = build(shape, n, sync_engine_merkle::DEFAULT_CAP)?;
     let mut b = a.clone();
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(11));
+    let mut levels = vec![100, n / 1000, n / 300, n / 100, n / 30, n / 10, n / 3];
+    levels.sort_unstable();
+    levels.dedup();
+    let (mut figs, mut head, mut points) = (Vec::new(), Vec::new(), Vec::new());
+    let mut baselines: Option<(Figure, Figure)> = None;
+    let mut done = 0;
+    for d in levels.into_iter().filter(|&d| d >= 100) {
+        diverge(&mut b, shape, n, &order, done, d)?;
+        done = d;
+        let (ms, r) = time_ms(reps, || {
+            let r = block_on(diff(&a, &b, "")).map_err(err)?;
+            match r.differences.len() {
+                found if found == d => Ok(r),
+                found => Err(format!("diff found {found} differences, expected {d}")),
+            }
+        })?;
+        if baselines.is_none() {
+            baselines = Some(full_compare(&a, &b, d, reps, s)?);
+        }
+        let (full, presorted) = baselines.as_ref().ok_or("no baseline")?;
+        let ms = Figure::vs(format!("merkle.diff.{s}.d{d}_ms"), ms, "ms", full);
+        let per = r.children_received as f64 / d as f64;
+        figs.push(Figure::plain(
+            format!("merkle.diff.{s}.d{d}_children_per_difference"),
+            per,
+            "children",
+        ));
+        points.push((
+            d as f64 / n as f64,
+            ms.value / full.value,
+            ms.value / presorted.value,
+        ));
+        if d == 100 {
+            let name = format!("merkle.diff.{s}.d100_vs_presorted_merge_ms");
+            figs.push(Figure::vs(name, ms.value, "ms", presorted));
+            head.push(over(
+                &format!("merkle.diff.{s}.hundred_over_full"),
+                &ms,
+                full,
+            ));
+        }
+        if d == n / 100 {
+            head.push(over(
+                &format!("merkle.diff.{s}.one_percent_over_full"),
+                &ms,
+                full,
+            ));
+        }
+        figs.push(ms);
+    }
+    figs.extend(baselines.map(|(f, p)| [f, p]).into_iter().flatten());
+    // Where the diff starts costing as much as each baseline (log-log interpolation).
+    for (which, name) in [
+        (1, "crossover_fraction"),
+        (2, "crossover_vs_presorted_fraction"),
+    ] {
+        let y = |p: &(f64, f64, f64)| if which == 1 { p.1 } else { p.2 };
+        let cross = points
+            .windows(2)
+            .find(|w| y(&w[0]) < 1.0 && y(&w[1]) >= 1.0)
+            .map(|w| {
+                let (x0, y0, x1, y1) = (w[0].0.ln(), y(&w[0]).ln(), w[1].0.ln(), y(&w[1]).ln());
+                (x0 + (-y0) / (y1 - y0) * (x1 - x0)).exp()
+            });
+        match cross {
+            Some(x) => figs.push(Figure::plain(
+                format!("merkle.diff.{s}.{name}"),
+                x,
+                "fraction",
+            )),
+            None => println!(
+                "merkle {s}: no {name} up to {:.3} divergence (ratio there {:.3})",
+                points.last().map(|p| p.0).unwrap_or(0.0),
+                points.last().map(y).unwrap_or(0.0),
+            ),
+        }
+    }
+    figs.extend(head.iter().cloned());
+    let [h100, h1pct] =
+        <[Figure; 2]>::try_from(head).map_err(|h| format!("{} headline diff figures", h.len()))?;
+    Ok((figs, [h100, h1pct]))
+}
+
+/// The flat-bucket capacity trade-off on flat ids: nodes and bytes per item, build cost, and
+/// the diff work at 100 and 1% differences: children listed per difference (a noise-free count)
+/// and the median time.
+fn cap_sweep(n: usize, opts: &Opts) -> Result<Vec<Figure>, String> {
+    let mut figs = Vec::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
-    let mut touched: HashSet<usize> = HashSet::new();
-    let mut figs = Vec::new();
-    let mut full = None;
-    let mut head: Vec<Figure> = Vec::new();
-    let levels = [100, n / 1000, n / 300, n / 100, n / 30, n / 10];
-    let mut done = 0;
-    let mut points = Vec::new();
-    for &d in &levels {
-        if d <= done || d > n {
-            continue;
-        }
-        // Add divergences up to d: change, remove, or add a new id, in turn.
-        for (k, &i) in order[done..d].iter().enumerate() {
-            touched.insert(i);
-            match (done + k) % 3 {
-                0 => b.upsert(&shape.id(i), digest(&shape.id(i), 1)),
-                1 => b.remove(&shape.id(i)),
-                _ => b.upsert(&shape.id(n + i), digest(&shape.id(n + i), 0)),
-            }
-            .map_err(|e| e.to_string())?;
-        }
-        done = d;
-        let mut samples = Vec::new();
-        let mut work = None;
-        for _ in 0..opts.reps().max(3) {
-            let t0 = Instant::now();
-            let r = block_on(diff(&a, &b, "")).map_err(|e| e.to_string())?;
-            samples.push(t0.elapsed().as_secs_f64() * 1e3);
-            if r.differences.len() != d {
-                return Err(format!("diff found {} differences, expected {d}", r.differences.len()));
-            }
-            work = Some(r);
-        }
-        let ms = Figure::plain(format!("merkle.diff.{s}.d{d}_ms"), median(samples), "ms");
-        if full.is_none() {
-            full = Some(full_compare(&a, &b, d, opts, s)?);
-        }
-        let Some((full_ms, presorted)) = &full else { return Err("no baseline".into()) };
-        if let Some(r) = &work {
+    let caps: &[usize] = if opts.quick {
+        &[16, 32]
+    } else {
+        &[8, 16, 32, 64, 128]
+    };
+    for &cap in caps {
+        let t0 = Instant::now();
+        let a = build(Shape::Flat, n, cap)?;
+        let took = t0.elapsed();
+        let st = a.stats();
+        figs.push(Figure::plain(
+            format!("merkle.cap{cap}.build_ns_per_leaf"),
+            ns_per(took, n),
+            "ns",
+        ));
+        figs.push(Figure::plain(
+            format!("merkle.cap{cap}.nodes_per_item"),
+            st.nodes() as f64 / n as f64,
+            "nodes",
+        ));
+        figs.push(Figure::plain(
+            format!("merkle.cap{cap}.bytes_per_item"),
+            st.approx_bytes as f64 / n as f64,
+            "bytes",
+        ));
+        let mut b = a.clone();
+        let mut done = 0;
+        for (d, label) in [(100, "d100"), (n / 100, "one_percent")] {
+            diverge(&mut b, Shape::Flat, n, &order, done, d)?;
+            done = d;
+            let (ms, r) = time_ms(opts.reps(), || block_on(diff(&a, &b, "")).map_err(err))?;
             figs.push(Figure::plain(
-                format!("merkle.diff.{s}.d{d}_children_received_per_difference"),
+                format!("merkle.cap{cap}.{label}_children_per_difference"),
                 r.children_received as f64 / d as f64,
                 "children",
             ));
-        }
-        let ratio = over(&format!("merkle.diff.{s}.d{d}_over_full"), &ms, full_ms);
-        points.push((d as f64 / n as f64, ratio.value));
-        if d == 100 {
-            figs.push(over(&format!("merkle.diff.{s}.d100_over_presorted_merge"), &ms, presorted));
-            head.push(ratio.clone());
-        }
-        if d == n / 100 {
-            head.push(ratio.clone());
-        }
-        figs.push(ms);
-        figs.push(ratio);
-    }
-    if let Some((full_ms, presorted)) = full {
-        figs.push(full_ms);
-        figs.push(presorted);
-    }
-    // Where the diff starts costing as much as comparing every leaf (log-log interpolation).
-    let crossover = points.windows(2).find(|w| w[0].1 < 1.0 && w[1].1 >= 1.0).map(|w| {
-        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
-        let t = -y0.ln() / (y1.ln() - y0.ln());
-        (x0.ln() + t * (x1.ln() - x0.ln())).exp()
-    });
-    match crossover {
-        Some(x) => figs.push(Figure::plain(format!("merkle.diff.{s}.crossover_fraction"), x, "fraction")),
-        None => {
-            let last = points.last().map(|p| p.1).unwrap_or(0.0);
-            println!("merkle {s}: no crossover in the range measured (ratio at the largest divergence: {last:.3})");
+            figs.push(Figure::plain(
+                format!("merkle.cap{cap}.{label}_diff_ms"),
+                ms,
+                "ms",
+            ));
         }
     }
-    let [h100, h1pct] = <[Figure; 2]>::try_from(head).map_err(|h| format!("{} headline diff figures", h.len()))?;
-    Ok((figs, [h100, h1pct]))
+    Ok(figs)
 }
 
 /// The baseline: walk every leaf of both trees, sort, merge-compare. Also the harsher baseline
 /// of merging two pre-sorted lists only. Both checked to find the `d` differences.
-fn full_compare(a: &MemTree, b: &MemTree, d: usize, opts: &Opts, s: &str) -> Result<(Figure, Figure), String> {
-    let mut samples = Vec::new();
-    let mut sorted = None;
-    for _ in 0..opts.reps().max(3) {
-        let t0 = Instant::now();
+fn full_compare(
+    a: &MemTree,
+    b: &MemTree,
+    d: usize,
+    reps: usize,
+    s: &str,
+) -> Result<(Figure, Figure), String> {
+    let check = |found: usize| match found == d {
+        true => Ok(()),
+        false => Err(format!(
+            "full compare found {found} differences, expected {d}"
+        )),
+    };
+    let (ms, (la, lb)) = time_ms(reps, || {
         let mut la: Vec<(String, Digest)> = a.leaves().collect();
         let mut lb: Vec<(String, Digest)> = b.leaves().collect();
         la.sort_unstable();
         lb.sort_unstable();
-        let found = merge_count(&la, &lb);
-        samples.push(t0.elapsed().as_secs_f64() * 1e3);
-        if found != d {
-            return Err(format!("full compare found {found} differences, expected {d}"));
-        }
-        sorted = Some((la, lb));
-    }
-    let full = Figure::plain(format!("merkle.diff.{s}.full_compare_ms"), median(samples), "ms");
-    let (la, lb) = sorted.ok_or("no leaves")?;
-    let mut samples = Vec::new();
-    for _ in 0..opts.reps().max(3) {
-        let t0 = Instant::now();
-        let found = merge_count(&la, &lb);
-        samples.push(t0.elapsed().as_secs_f64() * 1e3);
-        if found != d {
-            return Err(format!("merge found {found} differences, expected {d}"));
-        }
-    }
-    let pre = Figure::plain(format!("merkle.diff.{s}.presorted_merge_ms"), median(samples), "ms");
+        check(merge_count(&la, &lb))?;
+        Ok((la, lb))
+    })?;
+    let full = Figure::plain(format!("merkle.diff.{s}.full_compare_ms"), ms, "ms");
+    let (ms, ()) = time_ms(reps, || check(merge_count(&la, &lb)))?;
+    let pre = Figure::plain(format!("merkle.diff.{s}.presorted_merge_ms"), ms, "ms");
     Ok((full, pre))
 }
 

@@ -27,9 +27,12 @@ pub fn segment_hash(segment: &str) -> Digest {
     Digest(h.finalize().into())
 }
 
-/// The `i`-th nibble (0..16) of a digest, most significant nibble of byte 0 first.
+/// The `i`-th nibble (0..16) of a digest, most significant nibble of byte 0 first; 0 beyond the
+/// 64th (a digest has 64 nibbles), so that no caller can make it panic.
 pub fn nibble(d: &Digest, i: usize) -> u8 {
-    let byte = d.0[i / 2];
+    let Some(&byte) = d.0.get(i / 2) else {
+        return 0;
+    };
     if i % 2 == 0 {
         byte >> 4
     } else {
@@ -55,14 +58,20 @@ impl NodeKey {
 
     /// The path node for a dotted prefix (`""` for the root).
     pub fn path(path: impl Into<String>) -> NodeKey {
-        NodeKey { path: path.into(), bucket: Vec::new() }
+        NodeKey {
+            path: path.into(),
+            bucket: Vec::new(),
+        }
     }
 
     /// The sub-bucket `nibble` of this node.
     pub fn child_bucket(&self, nibble: u8) -> NodeKey {
         let mut bucket = self.bucket.clone();
         bucket.push(nibble);
-        NodeKey { path: self.path.clone(), bucket }
+        NodeKey {
+            path: self.path.clone(),
+            bucket,
+        }
     }
 
     /// The path node of an entry `segment` directly under this node's path.
@@ -127,4 +136,79 @@ pub enum Children {
     Buckets(Vec<(u8, NodeValue)>),
     /// The node is not split: every entry under it (leaves and child path nodes).
     Entries(Vec<Entry>),
+}
+
+/// Why a dotted id or path was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// An id must have at least one segment.
+    #[error("empty id")]
+    Empty,
+    /// `a..b`, `.a` and `a.` hold an empty segment, which the tree cannot place.
+    #[error("`{0}` has an empty segment (leading, trailing or doubled dot)")]
+    EmptySegment(String),
+}
+
+/// Split an id into its parent path (`""` under the root) and its last segment.
+///
+/// `a.b.c` gives `("a.b", "c")`; `a` gives `("", "a")`. Refuses empty ids and empty segments.
+pub fn split_id(id: &str) -> Result<(&str, &str), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty);
+    }
+    validate_path(id)?;
+    Ok(match id.rfind('.') {
+        Some(i) => (&id[..i], &id[i + 1..]),
+        None => ("", id),
+    })
+}
+
+/// Check a dotted path: `""` (the root) or one or more non-empty segments joined by dots.
+pub fn validate_path(path: &str) -> Result<(), IdError> {
+    if !path.is_empty() && path.split('.').any(str::is_empty) {
+        return Err(IdError::EmptySegment(path.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_id_separates_parent_and_last_segment() {
+        assert_eq!(split_id("a.b.c"), Ok(("a.b", "c")));
+        assert_eq!(split_id("solo"), Ok(("", "solo")));
+        assert_eq!(split_id(""), Err(IdError::Empty));
+        for bad in [".a", "a.", "a..b", "."] {
+            assert_eq!(
+                split_id(bad),
+                Err(IdError::EmptySegment(bad.to_owned())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn nibbles_read_most_significant_first() {
+        let mut d = Digest::ZERO;
+        d.0[0] = 0xab;
+        d.0[1] = 0x0c;
+        assert_eq!(
+            (nibble(&d, 0), nibble(&d, 1), nibble(&d, 2), nibble(&d, 3)),
+            (0xa, 0xb, 0, 0xc)
+        );
+        assert_eq!(nibble(&Digest([0xff; 32]), 63), 0xf);
+        assert_eq!(
+            nibble(&Digest([0xff; 32]), 64),
+            0,
+            "beyond the digest, no panic"
+        );
+    }
+
+    #[test]
+    fn segment_hash_separates_segments() {
+        assert_ne!(segment_hash("a"), segment_hash("b"));
+        assert_eq!(segment_hash("a"), segment_hash("a"));
+    }
 }

@@ -77,6 +77,7 @@ impl Acc {
     }
 
     /// `self + other` modulo 2^256.
+    #[allow(clippy::should_implement_trait)] // public name kept; wrapping, unlike `Add`'s usual
     pub fn add(self, other: Acc) -> Acc {
         let mut out = [0u64; 4];
         let mut carry = 0u64;
@@ -90,6 +91,7 @@ impl Acc {
     }
 
     /// `self - other` modulo 2^256.
+    #[allow(clippy::should_implement_trait)] // public name kept; wrapping, unlike `Sub`'s usual
     pub fn sub(self, other: Acc) -> Acc {
         let mut out = [0u64; 4];
         let mut borrow = 0u64;
@@ -128,11 +130,17 @@ pub struct NodeValue {
 
 impl NodeValue {
     /// The value of an empty node.
-    pub const EMPTY: NodeValue = NodeValue { acc: Acc::ZERO, count: 0 };
+    pub const EMPTY: NodeValue = NodeValue {
+        acc: Acc::ZERO,
+        count: 0,
+    };
 
     /// The value of a node holding exactly one leaf.
     pub fn leaf(d: &Digest) -> NodeValue {
-        NodeValue { acc: Acc::from_digest(d), count: 1 }
+        NodeValue {
+            acc: Acc::from_digest(d),
+            count: 1,
+        }
     }
 
     /// True when no leaf is beneath the node.
@@ -142,12 +150,18 @@ impl NodeValue {
 
     /// Combine two disjoint sets of leaves.
     pub fn plus(self, other: NodeValue) -> NodeValue {
-        NodeValue { acc: self.acc.add(other.acc), count: self.count.wrapping_add(other.count) }
+        NodeValue {
+            acc: self.acc.add(other.acc),
+            count: self.count.wrapping_add(other.count),
+        }
     }
 
     /// Remove a subset of leaves.
     pub fn minus(self, other: NodeValue) -> NodeValue {
-        NodeValue { acc: self.acc.sub(other.acc), count: self.count.wrapping_sub(other.count) }
+        NodeValue {
+            acc: self.acc.sub(other.acc),
+            count: self.count.wrapping_sub(other.count),
+        }
     }
 
     /// The hash two trees compare: `H(node tag, acc, count)`, or [`Digest::ZERO`] when empty.
