@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sync_engine::store::{ArchiveStore, KeyScan, MerkleExt, WalExt};
+use sync_engine::store::{KeyScan, MerkleExt, WalExt};
 use sync_engine::{Config, Error, ErrorKind, Node, SecretUrl, SubmitOptions};
 
 use crate::cli::{Cli, Command, WalAction};

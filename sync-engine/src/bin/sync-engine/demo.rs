@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
-use sync_engine::store::{ArchiveStore, MerkleExt};
+use sync_engine::store::MerkleExt;
 use sync_engine::{Config, Error, ErrorKind, ObjectId};
 
 use crate::output::{print_pairs, row};
