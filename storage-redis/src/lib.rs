@@ -1,4 +1,39 @@
-//! Redis backend for sync-engine: the L2 `CacheStore` and its shadow `MerkleStore`.
+//! Redis backend for sync-engine: the L2 [`CacheStore`](sync_engine_core::store::CacheStore)
+//! and its shadow [`MerkleStore`](sync_engine_core::store::MerkleStore), on plain Redis 7 (no
+//! modules).
 //!
-//! Responsibility: pipelined, version-checked writes into plain Redis 7, namespaced keys, the
-//! Merkle shadow updated in the same script as the data, bounded timeouts and reconnects.
+//! - Writes are newer-wins, decided atomically inside Redis by a Lua script that compares the
+//!   stored [`Stamp`](sync_engine_core::Stamp) (version, content hash, tombstone) with the
+//!   incoming one. The same script appends every change of an item's shadow digest to a change
+//!   log, atomically with the data; a *fold* (Rust, under a Redis lock, written with
+//!   `MULTI`/`EXEC`) applies the log to the Merkle nodes — in the background once enough
+//!   changes are pending, and always before a Merkle read answers. The shadow a reader sees is
+//!   therefore exactly the data's.
+//! - One round trip per batch (`put_batch`, `get_many`, `remove_many`).
+//! - Every key lives under the configured prefix and one hash tag; user ids live in their own
+//!   sub-namespace.
+//! - Calls are bounded by the connect and response timeouts; dropped connections reconnect.
+//!
+//! See `README.md` for the key layout, the scripts, the Merkle shape, the cost per item, the
+//! TTL and tombstone policy, failure behaviour and cluster notes.
+
+mod batch;
+mod codec;
+mod error;
+mod fold;
+#[cfg(test)]
+mod fold_tests;
+mod folding;
+mod keys;
+mod log;
+mod merkle;
+mod nibbles;
+mod node;
+mod options;
+mod store;
+
+pub use keys::{PrefixError, MAX_PREFIX_LEN};
+pub use options::{
+    OptionsError, RedisOptions, DEFAULT_BUCKET_CAP, DEFAULT_FOLD_THRESHOLD, MAX_BUCKET_CAP,
+};
+pub use store::RedisStore;

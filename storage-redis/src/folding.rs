@@ -1,0 +1,261 @@
+//! Running the fold against Redis: take the lock, read the oldest log blobs, drive
+//! [`crate::fold::Fold`] through its node reads, and write its result in one `MULTI`/`EXEC`
+//! that also trims the folded blobs and releases the lock. The fold runs on its own connection
+//! with the lock key `WATCH`ed, so if the lock expired or changed hands meanwhile, `EXEC`
+//! writes nothing: all or nothing, and never two folders' results mixed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisResult, Value};
+use sync_engine_core::{Error, ErrorKind, Result};
+use tracing::Instrument;
+
+use crate::error::{self, BACKEND};
+use crate::fold::{Fold, Step};
+use crate::log::{self, Change};
+use crate::store::RedisStore;
+
+/// Log blobs (one per written batch) folded per round.
+const BLOBS_PER_ROUND: isize = 16;
+/// The fold lock expires after this long, so a folder that died never blocks the others.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a fold waits for another process' fold before reporting Unavailable.
+const LOCK_WAIT: Duration = Duration::from_secs(35);
+/// Arguments per `MSET`/`DEL` inside the transaction.
+const CHUNK: usize = 2000;
+/// Lowers the pending-change count, deleting it at zero (queued inside `MULTI`).
+const SETTLE_LUA: &str = "local left = redis.call('DECRBY', KEYS[1], ARGV[1]) \
+    if left <= 0 then redis.call('DEL', KEYS[1]) end return 0";
+
+fn token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn lock_lost() -> Error {
+    Error::new(ErrorKind::Unavailable, "the fold lock expired or changed hands; nothing applied")
+        .with_operation("fold")
+        .with_backend(BACKEND)
+}
+
+/// True when `e` came from a connection that dropped (not a timeout, not the lock).
+fn dropped(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<redis::RedisError>())
+        .is_some_and(|r| !r.is_timeout() && (r.is_connection_dropped() || r.is_io_error()))
+}
+
+/// What one round did.
+struct Round {
+    blobs: usize,
+    changes: u64,
+}
+
+impl RedisStore {
+    /// Apply every logged shadow change to the Merkle nodes, so that the shadow describes the
+    /// data exactly; returns how many logged changes were folded. Merkle reads do this first,
+    /// and writes start it in the background once `fold_threshold` changes are pending; call
+    /// it directly to pay the cost at a moment of your choosing. Waits (bounded) while another
+    /// process folds; errors are Temporary and leave the log as it was.
+    pub async fn fold(&self) -> Result<u64> {
+        let span = tracing::debug_span!("redis.fold", prefix = %self.inner.opts.prefix);
+        async move {
+            let mut slot = self.inner.fold_conn.lock().await;
+            let mut total = 0;
+            let mut retried = false;
+            loop {
+                let reused = slot.is_some();
+                let conn = match slot.as_mut() {
+                    Some(c) => c,
+                    None => slot.insert(self.fold_connection().await?),
+                };
+                match self.fold_round(conn).await {
+                    Ok(Round { blobs: 0, .. }) => return Ok(total),
+                    Ok(round) => total += round.changes,
+                    Err(e) => {
+                        // The connection may hold a WATCH or a half-read reply: start afresh,
+                        // at once if it merely dropped (a restarted or killed connection).
+                        *slot = None;
+                        if reused && !retried && dropped(&e) {
+                            retried = true;
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn fold_connection(&self) -> Result<MultiplexedConnection> {
+        let o = &self.inner.opts;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(o.connect_timeout))
+            .set_response_timeout(Some(o.response_timeout));
+        self.bounded(self.inner.client.get_multiplexed_async_connection_with_config(&config)).await
+    }
+
+    /// `fut` within the connect + response deadline, errors mapped (no retry: a fold that
+    /// fails is simply tried again later).
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        let o = &self.inner.opts;
+        let bound = o.connect_timeout + o.response_timeout + Duration::from_millis(200);
+        match tokio::time::timeout(bound, fut).await {
+            Err(_) => Err(error::deadline("fold", bound)),
+            Ok(r) => r.map_err(|e| error::map(e, "fold")),
+        }
+    }
+
+    async fn fold_round(&self, conn: &mut MultiplexedConnection) -> Result<Round> {
+        let lock = self.inner.keys.lock();
+        let token = token();
+        let started = Instant::now();
+        loop {
+            let got: Option<String> = self
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(&lock)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(LOCK_TTL.as_millis() as u64)
+                        .query_async(conn),
+                )
+                .await?;
+            if got.is_some() {
+                break;
+            }
+            if started.elapsed() > LOCK_WAIT {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "another process holds the fold lock",
+                )
+                .with_operation("fold")
+                .with_backend(BACKEND));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let result = self.fold_locked(conn, &token).await;
+        if result.is_err() {
+            // Release at once rather than block every fold until the lock expires.
+            let inner = &self.inner;
+            let (lock, token) = (&lock, &token);
+            let _ = self
+                .run("fold", |mut c| async move {
+                    inner.unlock.key(lock).arg(token).invoke_async::<Value>(&mut c).await
+                })
+                .await;
+        }
+        result
+    }
+
+    async fn fold_locked(&self, conn: &mut MultiplexedConnection, token: &str) -> Result<Round> {
+        let keys = &self.inner.keys;
+        let (lock, log, pending) = (keys.lock(), keys.log(), keys.pending());
+        // From here on, EXEC fails if the lock key changes (expiry or another owner); the GET
+        // covers the moment between taking the lock and watching it.
+        let () = self.bounded(redis::cmd("WATCH").arg(&lock).query_async(conn)).await?;
+        let holder: Option<String> =
+            self.bounded(redis::cmd("GET").arg(&lock).query_async(conn)).await?;
+        if holder.as_deref() != Some(token) {
+            return Err(lock_lost());
+        }
+        let blobs: Vec<Vec<u8>> = self
+            .bounded(
+                redis::cmd("LRANGE").arg(&log).arg(0).arg(BLOBS_PER_ROUND - 1).query_async(conn),
+            )
+            .await?;
+        if blobs.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("DEL").arg(&lock).ignore();
+            let _: Option<()> = self.bounded(pipe.query_async(conn)).await?;
+            return Ok(Round { blobs: 0, changes: 0 });
+        }
+        let data_prefix = keys.data_prefix();
+        let (changes, logged) = parse(&data_prefix, &blobs);
+        let mut fold = Fold::new(keys, self.inner.opts.bucket_cap, &changes);
+        let mut supplied = Vec::new();
+        let (sets, dels) = loop {
+            let step = fold.step(std::mem::take(&mut supplied)).map_err(|e| {
+                Error::new(ErrorKind::Corrupt, e.to_string())
+                    .with_operation("fold")
+                    .with_backend(BACKEND)
+            })?;
+            match step {
+                Step::Read(wanted) if wanted.is_empty() => {}
+                Step::Read(wanted) => {
+                    supplied =
+                        self.bounded(redis::cmd("MGET").arg(&wanted).query_async(conn)).await?;
+                }
+                Step::Done { sets, dels } => break (sets, dels),
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for chunk in sets.chunks(CHUNK) {
+            let cmd = pipe.cmd("MSET");
+            for (k, v) in chunk {
+                cmd.arg(k).arg(&v[..]);
+            }
+            cmd.ignore();
+        }
+        for chunk in dels.chunks(CHUNK) {
+            pipe.cmd("DEL").arg(chunk).ignore();
+        }
+        pipe.cmd("LTRIM").arg(&log).arg(blobs.len()).arg(-1).ignore();
+        pipe.cmd("EVAL").arg(SETTLE_LUA).arg(1).arg(&pending).arg(logged).ignore();
+        pipe.cmd("DEL").arg(&lock).ignore();
+        let done: Option<Value> = self.bounded(pipe.query_async(conn)).await?;
+        if done.is_none() {
+            return Err(lock_lost());
+        }
+        tracing::debug!(
+            blobs = blobs.len(),
+            changes = logged,
+            writes = sets.len(),
+            deletes = dels.len(),
+            "folded"
+        );
+        Ok(Round { blobs: blobs.len(), changes: logged })
+    }
+}
+
+/// Net changes of the blobs, skipping (with an error log) any blob that is not well formed —
+/// only a bug or a foreign write produces one, and skipping keeps the log moving (the shadow
+/// then misses those changes until the ids are written again). Also the number of change
+/// records, for the pending count.
+fn parse<'a>(data_prefix: &str, blobs: &'a [Vec<u8>]) -> (Vec<Change<'a>>, u64) {
+    let mut all = Vec::new();
+    let mut logged = 0u64;
+    for (i, blob) in blobs.iter().enumerate() {
+        if let Err(e) = log::parse_blob(data_prefix, blob, &mut all) {
+            tracing::error!(blob = i, error = %e, "skipping a malformed change-log blob");
+        }
+        logged += count_records(blob);
+    }
+    (log::net(all), logged)
+}
+
+/// Number of change records in a log blob (a malformed tail ends the count).
+fn count_records(blob: &[u8]) -> u64 {
+    let (mut at, mut n) = (0usize, 0u64);
+    while let Some(&flags) = blob.get(at) {
+        let Some(len) = blob.get(at + 1..).and_then(|r| r.iter().position(|&b| b == 0)) else {
+            break;
+        };
+        at += 1 + len + 1 + 32 * usize::from(flags & 1) + 32 * usize::from((flags >> 1) & 1);
+        n += 1;
+    }
+    n
+}
