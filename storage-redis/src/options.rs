@@ -62,7 +62,8 @@ pub enum OptionsError {
 
 impl RedisOptions {
     /// The options a [`Config`] sets (`redis_prefix`, `redis_connect_timeout_ms`,
-    /// `redis_response_timeout_ms`, `tombstone_retention_ms`), with the default bucket cap.
+    /// `redis_response_timeout_ms`, `tombstone_retention_ms` — 0 keeps tombstones until they
+    /// are removed), with the default bucket cap and fold threshold.
     pub fn from_config(config: &Config) -> RedisOptions {
         RedisOptions {
             prefix: config.redis_prefix.clone(),

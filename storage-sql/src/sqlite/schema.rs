@@ -1,0 +1,110 @@
+//! SQLite schema, created and migrated at connect under `BEGIN IMMEDIATE` (one migrator at a
+//! time, even across processes).
+//!
+//! `TEXT` columns compare with SQLite's default `BINARY` collation (memcmp of UTF-8 = byte
+//! order, case-sensitive). `u64` columns are sign-flipped `INTEGER`s (see `codec`).
+
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+
+use crate::error::{Failure, Fallible};
+use crate::store::SCHEMA_VERSION;
+
+/// The migrations, in order; migration `i` (0-based) brings the schema to version `i + 1`.
+fn migrations(p: &str) -> Vec<Vec<String>> {
+    vec![vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}items (
+                id TEXT NOT NULL PRIMARY KEY,
+                parent TEXT NOT NULL,
+                seghash INTEGER NOT NULL,
+                version INTEGER NOT NULL,
+                content_hash BLOB NOT NULL,
+                tombstone INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                content BLOB NOT NULL,
+                state TEXT,
+                leaf BLOB
+            )"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {p}items_entries ON {p}items (parent, seghash) \
+             WHERE tombstone = 0"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {p}items_tombstones ON {p}items (updated_at) \
+             WHERE tombstone = 1"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}paths (
+                path TEXT NOT NULL PRIMARY KEY,
+                parent TEXT,
+                seghash INTEGER NOT NULL,
+                acc BLOB NOT NULL,
+                leaves INTEGER NOT NULL,
+                entries INTEGER NOT NULL,
+                split INTEGER NOT NULL,
+                depth INTEGER NOT NULL
+            ) WITHOUT ROWID"
+        ),
+        format!("CREATE INDEX IF NOT EXISTS {p}paths_entries ON {p}paths (parent, seghash)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}buckets (
+                path TEXT NOT NULL,
+                bucket TEXT NOT NULL,
+                acc BLOB NOT NULL,
+                leaves INTEGER NOT NULL,
+                entries INTEGER NOT NULL,
+                split INTEGER NOT NULL,
+                PRIMARY KEY (path, bucket)
+            ) WITHOUT ROWID"
+        ),
+        format!("INSERT OR IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
+    ]]
+}
+
+/// Create or migrate the schema; refuse a schema newer than this build.
+pub(crate) async fn migrate(conn: &mut SqliteConnection, p: &str) -> Fallible<()> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {p}meta (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL)"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let current: i64 = sqlx::query(AssertSqlSafe(format!(
+        "SELECT value FROM {p}meta WHERE name = 'schema_version'"
+    )))
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| r.try_get::<i64, _>(0))
+    .transpose()?
+    .unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(Failure::Unsupported(format!(
+            "schema version {current} of tables `{p}*` is newer than this build supports \
+             ({SCHEMA_VERSION}); upgrade sync-engine"
+        )));
+    }
+    let all = migrations(p);
+    for (i, steps) in all.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+        for sql in steps {
+            sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut *tx).await?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {p}meta (name, value) VALUES ('schema_version', ?) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        )))
+        .bind(i as i64 + 1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `DROP TABLE` of every table of prefix `p`.
+pub(crate) fn drop_statements(p: &str) -> Vec<String> {
+    ["items", "paths", "buckets", "meta"]
+        .iter()
+        .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
+        .collect()
+}

@@ -1,0 +1,167 @@
+//! The Merkle tree in SQL: node rows, their maintenance inside `put_batch`'s transaction, and
+//! the `node` / `children` answers the diff walks.
+//!
+//! Shape: a `paths` row per path node (keyed by path, with its parent, `seghash`, value, number
+//! of direct entries, split flag and deepest bucket level) and, for path nodes with more direct
+//! entries than the split threshold, `buckets` rows keyed by `(path, nibbles)`. A flat node's
+//! entries are never stored twice: they are listed from the `items` table (live rows by
+//! `(parent, seghash)`) and the `paths` table (rows by `(parent, seghash)`). Node values are
+//! sums, so the grouping never changes a hash and another store may group differently.
+
+mod cache;
+mod plan;
+mod read;
+mod split;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use sync_engine_core::merkle::ChangeSet;
+
+use crate::codec::bucket_range;
+use crate::driver::{BucketKey, BucketRow, Conn, Driver, PathRow};
+use crate::error::{Failure, Fallible};
+
+pub(crate) use cache::{NodeCache, Touched};
+pub(crate) use read::{children, node};
+pub(crate) use split::split_node;
+
+use plan::{SplitTarget, TreePlan};
+
+/// Split `wanted` into rows the cache holds at generation `gen` and keys to read.
+fn from_cache<K: Clone, R: Clone>(
+    cache: &Mutex<NodeCache>,
+    gen: u64,
+    wanted: &[K],
+    get: impl Fn(&NodeCache, &K) -> Option<R>,
+) -> (Vec<R>, Vec<K>) {
+    let Ok(mut guard) = cache.lock() else { return (Vec::new(), wanted.to_vec()) };
+    if !guard.valid_at(gen) {
+        return (Vec::new(), wanted.to_vec());
+    }
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for k in wanted {
+        match get(&guard, k) {
+            Some(r) => found.push(r),
+            None => missing.push(k.clone()),
+        }
+    }
+    (found, missing)
+}
+
+/// Apply a batch's leaf changes to the stored tree, inside the caller's write transaction
+/// holding the tree lock at generation `gen`; returns what it read and wrote for the cache.
+pub(crate) async fn apply<D: Driver>(
+    d: &D,
+    c: &mut Conn<D>,
+    changes: &ChangeSet,
+    threshold: usize,
+    cache: &Mutex<NodeCache>,
+    gen: u64,
+) -> Fallible<Touched> {
+    let plan = TreePlan::new(changes);
+    if plan.is_empty() {
+        return Ok(Touched::default());
+    }
+    let start = std::time::Instant::now();
+    let wanted: Vec<&str> = plan.paths();
+    let (cached, missing) = from_cache(cache, gen, &wanted, |c, p| c.path(p).cloned());
+    let read_paths =
+        if missing.is_empty() { Vec::new() } else { d.read_paths(c, &missing).await? };
+    let paths: HashMap<String, PathRow> =
+        cached.into_iter().chain(read_paths.iter().cloned()).map(|r| (r.path.clone(), r)).collect();
+    let keys: Vec<BucketKey> = plan.bucket_keys(&paths);
+    let (mut buckets, missing) = from_cache(cache, gen, &keys, |c, (p, b)| c.bucket(p, b).cloned());
+    let read_buckets =
+        if missing.is_empty() { Vec::new() } else { d.read_buckets(c, &missing).await? };
+    buckets.extend(read_buckets.iter().cloned());
+    let read = start.elapsed();
+    let writes = plan.apply(&paths, buckets, threshold)?;
+    let planned = start.elapsed();
+    d.write_paths(c, &writes.path_upserts, &writes.path_deletes).await?;
+    let paths_written = start.elapsed();
+    d.write_buckets(c, &writes.bucket_upserts, &writes.bucket_deletes).await?;
+    tracing::debug!(
+        target: "sync_engine_sql::timing",
+        paths_read = read_paths.len(),
+        buckets_read = read_buckets.len(),
+        paths_written = writes.path_upserts.len(),
+        buckets_written = writes.bucket_upserts.len(),
+        splits = writes.splits.len(),
+        read_us = read.as_micros() as u64,
+        plan_us = (planned - read).as_micros() as u64,
+        paths_us = (paths_written - planned).as_micros() as u64,
+        buckets_us = (start.elapsed() - paths_written).as_micros() as u64,
+        "tree phases"
+    );
+    let mut touched = Touched {
+        read_paths,
+        read_buckets,
+        path_upserts: writes.path_upserts,
+        path_deletes: writes.path_deletes,
+        bucket_upserts: writes.bucket_upserts,
+        bucket_deletes: writes.bucket_deletes,
+    };
+    if !writes.splits.is_empty() {
+        let started = std::time::Instant::now();
+        let n = writes.splits.len();
+        let (paths, buckets) =
+            run_splits(d, c, &touched.path_upserts, writes.splits, threshold).await?;
+        touched.path_upserts.extend(paths);
+        touched.bucket_upserts.extend(buckets);
+        tracing::debug!(
+            target: "sync_engine_sql::timing",
+            splits = n,
+            split_us = started.elapsed().as_micros() as u64,
+            "tree splits"
+        );
+    }
+    Ok(touched)
+}
+
+/// Phase B: materialize the buckets of every node that grew past the threshold; returns the
+/// path and bucket rows it wrote.
+async fn run_splits<D: Driver>(
+    d: &D,
+    c: &mut Conn<D>,
+    written: &[PathRow],
+    targets: Vec<SplitTarget>,
+    threshold: usize,
+) -> Fallible<(Vec<PathRow>, Vec<BucketRow>)> {
+    let mut paths: BTreeMap<String, PathRow> =
+        written.iter().map(|r| (r.path.clone(), r.clone())).collect();
+    let mut changed: Vec<String> = Vec::new();
+    let mut rows: Vec<BucketRow> = Vec::new();
+    for target in targets {
+        let (path, bucket, value) = match &target {
+            SplitTarget::Path(r) => (r.path.clone(), Vec::new(), r.value),
+            SplitTarget::Bucket(b) => (b.path.clone(), b.bucket.clone(), b.value),
+        };
+        let entries = d.read_entries(c, &path, bucket_range(&bucket)).await?;
+        let s = split_node(&path, &bucket, &entries, value, threshold)?;
+        let row = paths.get_mut(&path).ok_or_else(|| {
+            Failure::Contract(format!("split of {path:?} without its path row in the batch"))
+        })?;
+        row.depth = row.depth.max(u8::try_from(s.depth).unwrap_or(u8::MAX));
+        match target {
+            SplitTarget::Path(_) => {
+                row.split = true;
+                row.entries = entries.len() as i64;
+            }
+            SplitTarget::Bucket(mut b) => {
+                b.split = true;
+                b.entries = entries.len() as i64;
+                rows.push(b);
+            }
+        }
+        if !changed.contains(&path) {
+            changed.push(path);
+        }
+        rows.extend(s.rows);
+    }
+    d.write_buckets(c, &rows, &[]).await?;
+    let updated: Vec<PathRow> = changed.iter().filter_map(|p| paths.remove(p)).collect();
+    d.write_paths(c, &updated, &[]).await?;
+    Ok((updated, rows))
+}
