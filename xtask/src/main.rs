@@ -7,6 +7,7 @@
 //!   `sql`, `redis`, `engine`, `all`) in release mode; figures go to `target/bench/<suite>.json`.
 //! - `ci` — `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 
+mod chaos;
 mod services;
 
 use std::process::{Command, ExitCode};
@@ -17,8 +18,9 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("ci") => ci(),
+        Some("chaos") => chaos::chaos(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test [-- nextest args] | bench <suite> [--quick] [--items N] | ci>");
+            eprintln!("usage: cargo xtask <test [-- nextest args] | bench <suite> [--quick] [--items N] | ci | chaos [--quick] [--seed N]>");
             return ExitCode::from(2);
         }
     };
@@ -89,8 +91,14 @@ fn summary(servers: &[services::Server]) {
     eprintln!("  unit, property and in-memory suites: run");
     for s in servers {
         match (&s.url, &s.note) {
-            (Some(_), note) => eprintln!("  {} suites: run ({} set{})", s.name, s.env_var, note_suffix(note)),
-            (None, note) => eprintln!("  {} suites: SKIPPED — {}", s.name, note.as_deref().unwrap_or("unavailable")),
+            (Some(_), note) => {
+                eprintln!("  {} suites: run ({} set{})", s.name, s.env_var, note_suffix(note))
+            }
+            (None, note) => eprintln!(
+                "  {} suites: SKIPPED — {}",
+                s.name,
+                note.as_deref().unwrap_or("unavailable")
+            ),
         }
     }
 }
@@ -115,7 +123,17 @@ fn bench(args: &[String]) -> Result<(), String> {
     let servers = services::ensure_all();
     for s in suites {
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "-p", "sync-engine-bench", "--features", s, "--", s]);
+        cmd.args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "sync-engine-bench",
+            "--features",
+            s,
+            "--",
+            s,
+        ]);
         cmd.args(&args[1..]);
         for srv in &servers {
             if let Some(url) = &srv.url {
@@ -129,6 +147,14 @@ fn bench(args: &[String]) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     test(&[])
 }

@@ -99,7 +99,10 @@ fn ensure(spec: &Spec) -> Server {
         return server;
     }
     if !installed(spec.binary) {
-        server.note = Some(format!("{} is not installed and nothing listens on port {}", spec.binary, spec.port));
+        server.note = Some(format!(
+            "{} is not installed and nothing listens on port {}",
+            spec.binary, spec.port
+        ));
         return server;
     }
     eprintln!("xtask: {} is down; starting it", spec.name);
@@ -117,6 +120,7 @@ fn ensure(spec: &Spec) -> Server {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    server.note = Some(format!("started {} but port {} never answered within 30 s", spec.name, spec.port));
+    server.note =
+        Some(format!("started {} but port {} never answered within 30 s", spec.name, spec.port));
     server
 }
