@@ -52,10 +52,7 @@ impl Ids {
 
     fn build(range: std::ops::Range<u64>, write: impl Fn(u64, &mut Vec<u8>)) -> Ids {
         let n = usize::try_from(range.end - range.start).unwrap_or(0);
-        let mut ids = Ids {
-            bytes: Vec::with_capacity(n * 20),
-            ends: Vec::with_capacity(n),
-        };
+        let mut ids = Ids { bytes: Vec::with_capacity(n * 20), ends: Vec::with_capacity(n) };
         for i in range {
             write(i, &mut ids.bytes);
             ids.ends.push(ids.bytes.len());
@@ -69,9 +66,7 @@ impl Ids {
 
     fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(s, e)| self.bytes.get(s..e).unwrap_or_default())
+        starts.zip(self.ends.iter().copied()).map(|(s, e)| self.bytes.get(s..e).unwrap_or_default())
     }
 }
 
@@ -208,25 +203,13 @@ fn figures(prefix: &str, m: &Measured, base: Option<&[Figure]>) -> Vec<Figure> {
     let ns = 1e9 / m.miss_per_s.max(1e-9);
     out.push(Figure::plain(format!("{prefix}.lookup_miss_ns"), ns, "ns"));
     out.push(Figure::plain(format!("{prefix}.fpr"), m.fpr, "ratio"));
-    out.push(Figure::plain(
-        format!("{prefix}.bits_per_item"),
-        m.bits_per_item,
-        "bits",
-    ));
+    out.push(Figure::plain(format!("{prefix}.bits_per_item"), m.bits_per_item, "bits"));
     if m.failed_inserts > 0 {
         let n = m.failed_inserts as f64;
-        out.push(Figure::plain(
-            format!("{prefix}.failed_inserts"),
-            n,
-            "items",
-        ));
+        out.push(Figure::plain(format!("{prefix}.failed_inserts"), n, "items"));
     }
     let n = m.false_negatives as f64;
-    out.push(Figure::plain(
-        format!("{prefix}.false_negatives"),
-        n,
-        "items",
-    ));
+    out.push(Figure::plain(format!("{prefix}.false_negatives"), n, "items"));
     out
 }
 
@@ -288,21 +271,9 @@ fn min_into(slot: &mut Option<f64>, v: f64) {
 
 fn ratio_figures(out: &mut Vec<Figure>, prefix: &str, suffix: &str, r: (f64, f64, f64)) {
     let (hit, miss, ins) = r;
-    out.push(Figure::plain(
-        format!("{prefix}.lookup_hit.{suffix}"),
-        hit,
-        "ratio",
-    ));
-    out.push(Figure::plain(
-        format!("{prefix}.lookup_miss.{suffix}"),
-        miss,
-        "ratio",
-    ));
-    out.push(Figure::plain(
-        format!("{prefix}.insert.{suffix}"),
-        ins,
-        "ratio",
-    ));
+    out.push(Figure::plain(format!("{prefix}.lookup_hit.{suffix}"), hit, "ratio"));
+    out.push(Figure::plain(format!("{prefix}.lookup_miss.{suffix}"), miss, "ratio"));
+    out.push(Figure::plain(format!("{prefix}.insert.{suffix}"), ins, "ratio"));
 }
 
 /// Deep ids at one size: every candidate.
@@ -339,36 +310,18 @@ fn deep_size(
     )?;
     let ours = ours_r.measured(&present, &absent);
     if ours.false_negatives > 0 {
-        return Err(format!(
-            "{} false negatives at {label} ids",
-            ours.false_negatives
-        ));
+        return Err(format!("{} false negatives at {label} ids", ours.false_negatives));
     }
     let base = base_r.measured(&present, &absent);
     let same = same_r.measured(&present, &absent);
-    let base_figs = figures(
-        &format!("cuckoo.baseline.scalable_cuckoo_filter.{label}"),
-        &base,
-        None,
-    );
+    let base_figs =
+        figures(&format!("cuckoo.baseline.scalable_cuckoo_filter.{label}"), &base, None);
 
     let f = ours_r.filter.take().ok_or("our filter was not built")?;
     out.extend(figures(&format!("cuckoo.{label}"), &ours, Some(&base_figs)));
-    out.push(Figure::plain(
-        format!("cuckoo.{label}.load_factor"),
-        f.load_factor(),
-        "ratio",
-    ));
-    out.push(Figure::plain(
-        format!("cuckoo.{label}.levels"),
-        f.level_count() as f64,
-        "count",
-    ));
-    out.push(Figure::plain(
-        format!("cuckoo.{label}.fpr_theory"),
-        f.expected_fpr(),
-        "ratio",
-    ));
+    out.push(Figure::plain(format!("cuckoo.{label}.load_factor"), f.load_factor(), "ratio"));
+    out.push(Figure::plain(format!("cuckoo.{label}.levels"), f.level_count() as f64, "count"));
+    out.push(Figure::plain(format!("cuckoo.{label}.fpr_theory"), f.expected_fpr(), "ratio"));
     out.extend(latency(&f, &present, &absent, &label)?);
     drop(f);
 
@@ -396,11 +349,7 @@ fn deep_size(
     ];
     for (name, r) in crates {
         let m = r.measured(&present, &absent);
-        out.extend(figures(
-            &format!("cuckoo.baseline.{name}.{label}"),
-            &m,
-            None,
-        ));
+        out.extend(figures(&format!("cuckoo.baseline.{name}.{label}"), &m, None));
     }
     Ok(())
 }
@@ -422,28 +371,13 @@ fn flat_size(
     let base = base_r.measured(&present, &absent);
     let ours = ours_r.measured(&present, &absent);
     if ours.false_negatives > 0 {
-        return Err(format!(
-            "{} false negatives at {label} flat ids",
-            ours.false_negatives
-        ));
+        return Err(format!("{} false negatives at {label} flat ids", ours.false_negatives));
     }
-    let base_figs = figures(
-        &format!("cuckoo.baseline.scalable_cuckoo_filter.flat.{label}"),
-        &base,
-        None,
-    );
-    out.extend(figures(
-        &format!("cuckoo.flat.{label}"),
-        &ours,
-        Some(&base_figs),
-    ));
+    let base_figs =
+        figures(&format!("cuckoo.baseline.scalable_cuckoo_filter.flat.{label}"), &base, None);
+    out.extend(figures(&format!("cuckoo.flat.{label}"), &ours, Some(&base_figs)));
     let r = ratios(&ours, &base);
-    ratio_figures(
-        out,
-        &format!("cuckoo.flat.{label}"),
-        "vs_dynamic_baseline",
-        r,
-    );
+    ratio_figures(out, &format!("cuckoo.flat.{label}"), "vs_dynamic_baseline", r);
     min_into(&mut head.lookup, r.0.min(r.1));
     out.extend(base_figs);
     Ok(())
@@ -451,11 +385,8 @@ fn flat_size(
 
 pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
     let first = opts.items_or(1_000_000, 100_000);
-    let sizes = if opts.items.is_none() && !opts.quick {
-        vec![first, 10_000_000]
-    } else {
-        vec![first]
-    };
+    let sizes =
+        if opts.items.is_none() && !opts.quick { vec![first, 10_000_000] } else { vec![first] };
     // At least 3 repetitions even under `--quick`: at 100k ids they cost milliseconds, and a
     // single pass on a shared machine is mostly noise.
     let reps = opts.reps().max(3);
@@ -468,33 +399,18 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
         }
     }
     let headline = [
-        (
-            "cuckoo.lookup.vs_dynamic_baseline",
-            head.lookup.unwrap_or(0.0),
-            "ratio",
-        ),
+        ("cuckoo.lookup.vs_dynamic_baseline", head.lookup.unwrap_or(0.0), "ratio"),
         (
             "cuckoo.lookup.vs_dynamic_baseline_same_hash",
             head.lookup_same_hash.unwrap_or(0.0),
             "ratio",
         ),
-        (
-            "cuckoo.lookup.vs_concurrent_baseline",
-            head.lookup_concurrent.unwrap_or(0.0),
-            "ratio",
-        ),
-        (
-            "cuckoo.insert.vs_dynamic_baseline",
-            head.insert.unwrap_or(0.0),
-            "ratio",
-        ),
+        ("cuckoo.lookup.vs_concurrent_baseline", head.lookup_concurrent.unwrap_or(0.0), "ratio"),
+        ("cuckoo.insert.vs_dynamic_baseline", head.insert.unwrap_or(0.0), "ratio"),
         ("cuckoo.fpr", head.fpr, "ratio"),
         ("cuckoo.bits_per_item", head.bits, "bits"),
     ];
-    let mut figs: Vec<Figure> = headline
-        .iter()
-        .map(|&(n, v, u)| Figure::plain(n, v, u))
-        .collect();
+    let mut figs: Vec<Figure> = headline.iter().map(|&(n, v, u)| Figure::plain(n, v, u)).collect();
     figs.extend(out);
     Ok(figs)
 }

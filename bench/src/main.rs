@@ -21,7 +21,9 @@ mod wal;
 use report::{Figure, Opts};
 
 fn usage() -> ! {
-    eprintln!("usage: sync-engine-bench <merkle|cuckoo|wal|sql|redis|engine> [--quick] [--items N]");
+    eprintln!(
+        "usage: sync-engine-bench <merkle|cuckoo|wal|sql|redis|engine> [--quick] [--items N]"
+    );
     std::process::exit(2)
 }
 
@@ -52,7 +54,9 @@ fn main() {
         "redis" => redis::run(&opts),
         #[cfg(feature = "engine")]
         "engine" => engine::run(&opts),
-        other => Err(format!("suite `{other}` is not compiled into this binary (enable its feature)")),
+        other => {
+            Err(format!("suite `{other}` is not compiled into this binary (enable its feature)"))
+        }
     };
     match result {
         Ok(figures) => match report::write(&suite, &figures) {

@@ -76,22 +76,15 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
         headline.push(head);
     }
     // The headline diff figures are the worse of the two shapes (the baseline names which).
-    for (i, name) in [
-        "merkle.diff.hundred_over_full",
-        "merkle.diff.one_percent_over_full",
-    ]
-    .iter()
-    .enumerate()
+    for (i, name) in
+        ["merkle.diff.hundred_over_full", "merkle.diff.one_percent_over_full"].iter().enumerate()
     {
         let worst = headline
             .iter()
             .map(|h| &h[i])
             .max_by(|a, b| a.value.total_cmp(&b.value))
             .ok_or("no diff figures")?;
-        figures.push(Figure {
-            name: (*name).into(),
-            ..worst.clone()
-        });
+        figures.push(Figure { name: (*name).into(), ..worst.clone() });
     }
     figures.extend(cap_sweep(n, opts)?);
     Ok(figures)
@@ -126,16 +119,10 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
         tree.upsert(id, *d).map_err(err)?;
     }
     let build = t0.elapsed();
-    let rss = rss_bytes()
-        .zip(rss_before)
-        .map(|(a, b)| a.saturating_sub(b));
+    let rss = rss_bytes().zip(rss_before).map(|(a, b)| a.saturating_sub(b));
     let stats = tree.stats();
     let mut figs = vec![
-        Figure::plain(
-            format!("merkle.build.{s}_ns_per_leaf"),
-            ns_per(build, n),
-            "ns",
-        ),
+        Figure::plain(format!("merkle.build.{s}_ns_per_leaf"), ns_per(build, n), "ns"),
         Figure::plain(
             format!("merkle.nodes_per_item.{s}"),
             stats.nodes() as f64 / n as f64,
@@ -163,10 +150,8 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
     let reps = if opts.quick { 3 } else { opts.reps().max(5) };
     for rep in 0..reps {
         order.shuffle(&mut rng);
-        let picks: Vec<(usize, Digest)> = order[..m]
-            .iter()
-            .map(|&i| (i, digest(&ids[i], rep as u64 + 1)))
-            .collect();
+        let picks: Vec<(usize, Digest)> =
+            order[..m].iter().map(|&i| (i, digest(&ids[i], rep as u64 + 1))).collect();
         let t0 = Instant::now();
         for (i, d) in &picks {
             tree.upsert(&ids[*i], *d).map_err(err)?;
@@ -177,11 +162,7 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
     }
     let update = Figure::plain(format!("merkle.update.{s}_ns_per_leaf"), median(ns), "ns");
     figs.push(update.clone());
-    figs.push(Figure::plain(
-        format!("merkle.update.{s}_leaves_per_s"),
-        median(rates),
-        "items/s",
-    ));
+    figs.push(Figure::plain(format!("merkle.update.{s}_leaves_per_s"), median(rates), "items/s"));
 
     // Single-update latency over >= 10,000 timed upserts after the warm-up above.
     let mut lat = Latency::new();
@@ -196,19 +177,14 @@ fn updates(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, Figure),
         return Err("no update latency recorded".into());
     }
     for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
-        figs.push(Figure::plain(
-            format!("merkle.update.{s}_{name}_us"),
-            lat.quantile_us(q),
-            "us",
-        ));
+        figs.push(Figure::plain(format!("merkle.update.{s}_{name}_us"), lat.quantile_us(q), "us"));
     }
 
     // What a store pays to turn a batch of 1000 changes into per-node deltas.
     let mut cs = ChangeSet::new();
     for i in order.iter().take(1000) {
         let id = &ids[*i];
-        cs.upsert(id, tree.get_leaf(id), digest(id, 99))
-            .map_err(err)?;
+        cs.upsert(id, tree.get_leaf(id), digest(id, 99)).map_err(err)?;
     }
     let (ms, deltas) = time_ms(reps, || Ok(cs.path_deltas()))?;
     figs.push(Figure::plain(
@@ -241,12 +217,7 @@ fn diverge(
     from: usize,
     to: usize,
 ) -> Result<(), String> {
-    for (k, &i) in order
-        .get(from..to)
-        .ok_or("divergence beyond the items")?
-        .iter()
-        .enumerate()
-    {
+    for (k, &i) in order.get(from..to).ok_or("divergence beyond the items")?.iter().enumerate() {
         match (from + k) % 3 {
             0 => b.upsert(&shape.id(i), digest(&shape.id(i), 1)),
             1 => b.remove(&shape.id(i)),
@@ -314,49 +285,27 @@ fn diffs(shape: Shape, n: usize, opts: &Opts) -> Result<(Vec<Figure>, [Figure; 2
             per,
             "children",
         ));
-        points.push((
-            d as f64 / n as f64,
-            ms.value / full.value,
-            ms.value / presorted.value,
-        ));
+        points.push((d as f64 / n as f64, ms.value / full.value, ms.value / presorted.value));
         if d == 100 {
             let name = format!("merkle.diff.{s}.d100_vs_presorted_merge_ms");
             figs.push(Figure::vs(name, ms.value, "ms", presorted));
-            head.push(over(
-                &format!("merkle.diff.{s}.hundred_over_full"),
-                &ms,
-                full,
-            ));
+            head.push(over(&format!("merkle.diff.{s}.hundred_over_full"), &ms, full));
         }
         if d == n / 100 {
-            head.push(over(
-                &format!("merkle.diff.{s}.one_percent_over_full"),
-                &ms,
-                full,
-            ));
+            head.push(over(&format!("merkle.diff.{s}.one_percent_over_full"), &ms, full));
         }
         figs.push(ms);
     }
     figs.extend(baselines.map(|(f, p)| [f, p]).into_iter().flatten());
     // Where the diff starts costing as much as each baseline (log-log interpolation).
-    for (which, name) in [
-        (1, "crossover_fraction"),
-        (2, "crossover_vs_presorted_fraction"),
-    ] {
+    for (which, name) in [(1, "crossover_fraction"), (2, "crossover_vs_presorted_fraction")] {
         let y = |p: &(f64, f64, f64)| if which == 1 { p.1 } else { p.2 };
-        let cross = points
-            .windows(2)
-            .find(|w| y(&w[0]) < 1.0 && y(&w[1]) >= 1.0)
-            .map(|w| {
-                let (x0, y0, x1, y1) = (w[0].0.ln(), y(&w[0]).ln(), w[1].0.ln(), y(&w[1]).ln());
-                (x0 + (-y0) / (y1 - y0) * (x1 - x0)).exp()
-            });
+        let cross = points.windows(2).find(|w| y(&w[0]) < 1.0 && y(&w[1]) >= 1.0).map(|w| {
+            let (x0, y0, x1, y1) = (w[0].0.ln(), y(&w[0]).ln(), w[1].0.ln(), y(&w[1]).ln());
+            (x0 + (-y0) / (y1 - y0) * (x1 - x0)).exp()
+        });
         match cross {
-            Some(x) => figs.push(Figure::plain(
-                format!("merkle.diff.{s}.{name}"),
-                x,
-                "fraction",
-            )),
+            Some(x) => figs.push(Figure::plain(format!("merkle.diff.{s}.{name}"), x, "fraction")),
             None => println!(
                 "merkle {s}: no {name} up to {:.3} divergence (ratio there {:.3})",
                 points.last().map(|p| p.0).unwrap_or(0.0),
@@ -378,11 +327,7 @@ fn cap_sweep(n: usize, opts: &Opts) -> Result<Vec<Figure>, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
-    let caps: &[usize] = if opts.quick {
-        &[16, 32]
-    } else {
-        &[8, 16, 32, 64, 128]
-    };
+    let caps: &[usize] = if opts.quick { &[16, 32] } else { &[8, 16, 32, 64, 128] };
     for &cap in caps {
         let t0 = Instant::now();
         let a = build(Shape::Flat, n, cap)?;
@@ -414,11 +359,7 @@ fn cap_sweep(n: usize, opts: &Opts) -> Result<Vec<Figure>, String> {
                 r.children_received as f64 / d as f64,
                 "children",
             ));
-            figs.push(Figure::plain(
-                format!("merkle.cap{cap}.{label}_diff_ms"),
-                ms,
-                "ms",
-            ));
+            figs.push(Figure::plain(format!("merkle.cap{cap}.{label}_diff_ms"), ms, "ms"));
         }
     }
     Ok(figs)
@@ -435,9 +376,7 @@ fn full_compare(
 ) -> Result<(Figure, Figure), String> {
     let check = |found: usize| match found == d {
         true => Ok(()),
-        false => Err(format!(
-            "full compare found {found} differences, expected {d}"
-        )),
+        false => Err(format!("full compare found {found} differences, expected {d}")),
     };
     let (ms, (la, lb)) = time_ms(reps, || {
         let mut la: Vec<(String, Digest)> = a.leaves().collect();

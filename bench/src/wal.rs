@@ -70,11 +70,7 @@ fn items(
             };
             let mut content = vec![0u8; PAYLOAD];
             rng.fill(&mut content[..]);
-            Ok(SyncItem::new(
-                ObjectId::new(&id).map_err(err)?,
-                k + 1,
-                content,
-            ))
+            Ok(SyncItem::new(ObjectId::new(&id).map_err(err)?, k + 1, content))
         })
         .collect()
 }
@@ -113,9 +109,8 @@ struct Warm {
 /// Raw rusqlite with the WAL's durability settings and the same table shape, warmed.
 fn raw_conn(path: &Path, warm: &Warm) -> Result<Connection, String> {
     let mut c = Connection::open(path).map_err(err)?;
-    let mode: String = c
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(err)?;
+    let mode: String =
+        c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(err)?;
     if mode != "wal" {
         return Err(format!("raw baseline: journal_mode is {mode}"));
     }
@@ -129,8 +124,7 @@ fn raw_conn(path: &Path, warm: &Warm) -> Result<Connection, String> {
                 .prepare_cached("INSERT INTO entries(seq, record) VALUES (?1, ?2)")
                 .map_err(err)?;
             for (i, row) in chunk.iter().enumerate() {
-                s.execute(params![-((b * BATCH + i + 1) as i64), row.as_slice()])
-                    .map_err(err)?;
+                s.execute(params![-((b * BATCH + i + 1) as i64), row.as_slice()]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;
@@ -140,9 +134,7 @@ fn raw_conn(path: &Path, warm: &Warm) -> Result<Connection, String> {
 
 /// Our WAL, opened and warmed like [`raw_conn`].
 async fn our_wal(path: &Path, warm: &Warm) -> Result<SqliteWal, String> {
-    let wal = SqliteWal::open(path, WalOptions::default())
-        .await
-        .map_err(err)?;
+    let wal = SqliteWal::open(path, WalOptions::default()).await.map_err(err)?;
     for chunk in warm.items.chunks(BATCH) {
         wal.append(chunk).await.map_err(err)?;
     }
@@ -150,11 +142,7 @@ async fn our_wal(path: &Path, warm: &Warm) -> Result<SqliteWal, String> {
 }
 
 fn records(items: &[SyncItem], first_seq: u64) -> Result<Vec<Vec<u8>>, String> {
-    items
-        .iter()
-        .zip(first_seq..)
-        .map(|(it, s)| encode_record(s, it).map_err(err))
-        .collect()
+    items.iter().zip(first_seq..).map(|(it, s)| encode_record(s, it).map_err(err)).collect()
 }
 
 /// Appender counts measured against the raw single-transaction baseline.
@@ -188,12 +176,7 @@ fn single_rep(
     let raw_rows = records(&items(BLOCK[0] * total, 0, Shape::Deep, rng)?, 1)?;
     let mut ours_items: Vec<Vec<SyncItem>> = Vec::new();
     for (v, _) in LEVELS.iter().enumerate() {
-        ours_items.push(items(
-            BLOCK[v + 1] * total,
-            (v as u64 + 1) * 1_000_000,
-            Shape::Deep,
-            rng,
-        )?);
+        ours_items.push(items(BLOCK[v + 1] * total, (v as u64 + 1) * 1_000_000, Shape::Deep, rng)?);
     }
     let mut busy = [Duration::ZERO; 4];
     let mut done = [0usize; 4];
@@ -201,10 +184,7 @@ fn single_rep(
         let counted = round > 0;
         // Raw: one INSERT per transaction.
         let start = Instant::now();
-        for (i, row) in raw_rows[round * BLOCK[0]..(round + 1) * BLOCK[0]]
-            .iter()
-            .enumerate()
-        {
+        for (i, row) in raw_rows[round * BLOCK[0]..(round + 1) * BLOCK[0]].iter().enumerate() {
             let t = Instant::now();
             let tx = raw.transaction().map_err(err)?;
             tx.prepare_cached("INSERT INTO entries(seq, record) VALUES (?1, ?2)")
@@ -355,10 +335,7 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
         root.display()
     );
     let warm_items = items(8 * BATCH, 10_000_000, Shape::Deep, &mut rng)?;
-    let warm = Warm {
-        rows: records(&warm_items, 1)?,
-        items: warm_items,
-    };
+    let warm = Warm { rows: records(&warm_items, 1)?, items: warm_items };
 
     let mut lats: [Latency; 4] = std::array::from_fn(|_| Latency::new());
     let mut rates: [Vec<f64>; 4] = Default::default();
@@ -375,11 +352,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
     if lats.iter().any(Latency::is_empty) {
         return Err("a single-item variant recorded no latency (too few --items?)".into());
     }
-    let raw = Figure::plain(
-        "wal.raw_single_txn.per_s",
-        median(std::mem::take(&mut rates[0])),
-        "items/s",
-    );
+    let raw =
+        Figure::plain("wal.raw_single_txn.per_s", median(std::mem::take(&mut rates[0])), "items/s");
     let mut figs = vec![raw.clone()];
     figs.extend(latency_figures("wal.raw_single_txn", &lats[0]));
     for (l, &tasks) in LEVELS.iter().enumerate() {
@@ -407,22 +381,15 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
             our_rates.push(o);
         }
         println!("  batches{suffix}: raw {raw_rates:.0?}/s, ours {our_rates:.0?}/s");
-        let raw_b = Figure::plain(
-            format!("wal.raw_batch{suffix}.per_s"),
-            median(raw_rates),
-            "items/s",
-        );
+        let raw_b =
+            Figure::plain(format!("wal.raw_batch{suffix}.per_s"), median(raw_rates), "items/s");
         let ours_b = Figure::vs(
             format!("wal.batch_append{suffix}.per_s"),
             median(our_rates),
             "items/s",
             &raw_b,
         );
-        figs.push(over(
-            &format!("wal.batch_append{suffix}.vs_raw"),
-            &ours_b,
-            &raw_b,
-        ));
+        figs.push(over(&format!("wal.batch_append{suffix}.vs_raw"), &ours_b, &raw_b));
         figs.push(raw_b);
         figs.push(ours_b);
     }

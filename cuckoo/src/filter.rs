@@ -209,10 +209,7 @@ impl CuckooFilter {
 
     /// Publish level `n`, twice as large as level `n - 1`.
     fn grow(&self, w: &mut Writer, n: usize) -> Result<&Level, InsertError> {
-        let last = n
-            .checked_sub(1)
-            .and_then(|i| self.levels.get(i))
-            .and_then(OnceLock::get);
+        let last = n.checked_sub(1).and_then(|i| self.levels.get(i)).and_then(OnceLock::get);
         let buckets = last.map_or(1, |l| l.buckets().saturating_mul(2).min(MAX_BUCKETS));
         let slot = self.levels.get(n).ok_or_else(|| self.full())?;
         let level = Level::new(buckets).ok_or_else(|| self.full())?;
@@ -224,10 +221,7 @@ impl CuckooFilter {
     }
 
     fn full(&self) -> InsertError {
-        InsertError::Full {
-            levels: self.level_count(),
-            len: self.len(),
-        }
+        InsertError::Full { levels: self.level_count(), len: self.len() }
     }
 
     /// Remove one copy of `key`'s fingerprint.
@@ -366,16 +360,11 @@ mod tests {
     fn a_miss_during_an_endless_move_answers_maybe_present_instead_of_hanging() {
         let f = CuckooFilter::with_capacity(100);
         f.insert(b"present").unwrap();
-        let absent = (0u32..)
-            .map(|n| format!("absent.{n}"))
-            .find(|k| !f.contains(k.as_bytes()));
+        let absent = (0u32..).map(|n| format!("absent.{n}")).find(|k| !f.contains(k.as_bytes()));
         let absent = absent.unwrap();
         // A writer stuck mid-move (odd sequence): misses cannot be validated.
         f.moves.store(1, Ordering::Relaxed);
-        assert!(
-            f.contains(absent.as_bytes()),
-            "unvalidated miss must answer maybe-present"
-        );
+        assert!(f.contains(absent.as_bytes()), "unvalidated miss must answer maybe-present");
         assert!(f.contains(b"present"));
         f.moves.store(2, Ordering::Relaxed);
         assert!(!f.contains(absent.as_bytes()));

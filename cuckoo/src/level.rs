@@ -88,19 +88,13 @@ pub(crate) struct Scratch {
 /// which is exact because only the holder of the writer mutex changes these counters.
 #[inline]
 pub(crate) fn writer_add(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// `counter -= n` by the single writer (see [`writer_add`]).
 #[inline]
 pub(crate) fn writer_sub(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_sub(n),
-        Ordering::Relaxed,
-    );
+    counter.store(counter.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
 }
 
 /// Number of `u64` words holding `buckets` buckets (with the padding word).
@@ -123,22 +117,14 @@ impl Level {
     pub(crate) fn new(buckets: u64) -> Option<Level> {
         let n = words_for(buckets)?;
         let words = (0..n).map(|_| AtomicU64::new(0)).collect();
-        Some(Level {
-            buckets,
-            words,
-            count: AtomicU64::new(0),
-        })
+        Some(Level { buckets, words, count: AtomicU64::new(0) })
     }
 
     /// A level from exported words, which the caller has checked: `words.len() ==
     /// words_for(buckets)`, padding bits zero, `count` equal to the number of non-empty slots.
     pub(crate) fn from_words(buckets: u64, words: Vec<u64>, count: u64) -> Level {
         let words = words.into_iter().map(AtomicU64::new).collect();
-        Level {
-            buckets,
-            words,
-            count: AtomicU64::new(count),
-        }
+        Level { buckets, words, count: AtomicU64::new(count) }
     }
 
     pub(crate) fn buckets(&self) -> u64 {
@@ -238,17 +224,9 @@ impl Level {
     fn find_path(&self, i1: u64, i2: u64, scratch: &mut Scratch) -> bool {
         let nodes = &mut scratch.nodes;
         nodes.clear();
-        nodes.push(SearchNode {
-            bucket: i1,
-            parent: ROOT,
-            slot: 0,
-        });
+        nodes.push(SearchNode { bucket: i1, parent: ROOT, slot: 0 });
         if i2 != i1 {
-            nodes.push(SearchNode {
-                bucket: i2,
-                parent: ROOT,
-                slot: 0,
-            });
+            nodes.push(SearchNode { bucket: i2, parent: ROOT, slot: 0 });
         }
         let mut head = 0;
         while head < nodes.len() {
@@ -274,11 +252,7 @@ impl Level {
                     return true;
                 }
                 if nodes.len() < MAX_SEARCH_NODES && !on_path(nodes, head, alt) {
-                    nodes.push(SearchNode {
-                        bucket: alt,
-                        parent: head as u32,
-                        slot: s as u8,
-                    });
+                    nodes.push(SearchNode { bucket: alt, parent: head as u32, slot: s as u8 });
                 }
             }
             head += 1;
@@ -370,9 +344,7 @@ pub(crate) fn count_slots(buckets: u64, words: &[u64]) -> Option<u64> {
         let lo = words.get(w).copied().unwrap_or(0);
         let hi = words.get(w + 1).copied().unwrap_or(0);
         let v = (((u128::from(hi) << 64) | u128::from(lo)) >> (bit & 63)) as u64 & BUCKET_MASK;
-        count += (0..SLOTS_PER_BUCKET as u32)
-            .filter(|&s| slot_of(v, s) != 0)
-            .count() as u64;
+        count += (0..SLOTS_PER_BUCKET as u32).filter(|&s| slot_of(v, s) != 0).count() as u64;
     }
     Some(count)
 }
@@ -395,11 +367,7 @@ mod tests {
         assert_eq!(find_slot(bucket, 0xFFF), Some(3));
         assert_eq!(empty_slots(bucket), 1);
         assert_eq!(empty_slots(0), 4);
-        assert_eq!(
-            empty_slots(1 << 12),
-            3,
-            "a zero lane below a non-zero one counts once"
-        );
+        assert_eq!(empty_slots(1 << 12), 3, "a zero lane below a non-zero one counts once");
         assert_eq!(empty_slots(0x800 | (0x800 << 36)), 2);
         assert_eq!(empty_slots(0x0FFF_FFFF_FFFF), 0);
     }
@@ -415,11 +383,7 @@ mod tests {
         for b in 0..8 {
             let v = level.bucket(b);
             for s in 0..4 {
-                assert_eq!(
-                    slot_of(v, s),
-                    b * 4 + u64::from(s) + 1,
-                    "bucket {b} slot {s}"
-                );
+                assert_eq!(slot_of(v, s), b * 4 + u64::from(s) + 1, "bucket {b} slot {s}");
             }
         }
         let words: Vec<u64> = level.words().collect();

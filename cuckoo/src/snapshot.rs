@@ -104,9 +104,7 @@ impl CuckooFilter {
         expect("key_hash_seed", r.u64()?, KEY_HASH_SEED)?;
         let level_count = r.u32()? as usize;
         if level_count == 0 || level_count > MAX_LEVELS {
-            return Err(malformed(format!(
-                "{level_count} levels (expected 1 ..= {MAX_LEVELS})"
-            )));
+            return Err(malformed(format!("{level_count} levels (expected 1 ..= {MAX_LEVELS})")));
         }
         if r.u32()? != 0 {
             return Err(malformed("reserved header field is not zero".into()));
@@ -132,9 +130,7 @@ impl CuckooFilter {
             return Err(truncated(needed + 8, bytes.len()));
         }
         if needed < body.len() {
-            return Err(SnapshotError::TrailingBytes {
-                extra: (body.len() - needed) as u64,
-            });
+            return Err(SnapshotError::TrailingBytes { extra: (body.len() - needed) as u64 });
         }
         let mut levels = Vec::with_capacity(level_count);
         let mut sum = 0u64;
@@ -165,10 +161,7 @@ impl CuckooFilter {
 }
 
 fn truncated(needed: usize, found: usize) -> SnapshotError {
-    SnapshotError::Truncated {
-        needed: needed as u64,
-        found: found as u64,
-    }
+    SnapshotError::Truncated { needed: needed as u64, found: found as u64 }
 }
 
 fn malformed(what: String) -> SnapshotError {
@@ -179,11 +172,7 @@ fn expect(field: &'static str, found: u64, expected: u64) -> Result<(), Snapshot
     if found == expected {
         Ok(())
     } else {
-        Err(SnapshotError::ParameterMismatch {
-            field,
-            found,
-            expected,
-        })
+        Err(SnapshotError::ParameterMismatch { field, found, expected })
     }
 }
 

@@ -72,9 +72,7 @@ impl Default for Trust {
 impl Trust {
     /// A new state: `Untrusted`.
     pub fn new() -> Trust {
-        Trust {
-            word: AtomicU64::new(UNTRUSTED),
-        }
+        Trust { word: AtomicU64::new(UNTRUSTED) }
     }
 
     /// The current state.
@@ -107,19 +105,15 @@ impl Trust {
         self.word
             .compare_exchange(ticket.word, trusted, Ordering::SeqCst, Ordering::SeqCst)
             .map(|_| ())
-            .map_err(|now| TrustError::Superseded {
-                now: TrustState::from_bits(now),
-            })
+            .map_err(|now| TrustError::Superseded { now: TrustState::from_bits(now) })
     }
 
     /// Back to `Untrusted` (from any state), superseding any warm-up in progress. Call it when an
     /// invalidation message may have been missed, or before emptying or replacing the contents.
     pub fn invalidate(&self) {
-        let _ = self
-            .word
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                Some((w & !STATE_MASK).wrapping_add(EPOCH_ONE) | UNTRUSTED)
-            });
+        let _ = self.word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            Some((w & !STATE_MASK).wrapping_add(EPOCH_ONE) | UNTRUSTED)
+        });
     }
 }
 
@@ -149,9 +143,7 @@ mod tests {
         t.invalidate();
         assert_eq!(
             t.finish_warming(ticket),
-            Err(TrustError::Superseded {
-                now: TrustState::Untrusted
-            })
+            Err(TrustError::Superseded { now: TrustState::Untrusted })
         );
         assert!(!t.is_trusted());
     }
@@ -163,12 +155,7 @@ mod tests {
         t.invalidate();
         let new = t.begin_warming();
         // Same state (Warming) as when `old` was issued, but a different epoch.
-        assert_eq!(
-            t.finish_warming(old),
-            Err(TrustError::Superseded {
-                now: TrustState::Warming
-            })
-        );
+        assert_eq!(t.finish_warming(old), Err(TrustError::Superseded { now: TrustState::Warming }));
         t.finish_warming(new).unwrap();
         assert!(t.is_trusted());
     }

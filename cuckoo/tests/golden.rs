@@ -28,11 +28,7 @@ fn snapshot_bytes_are_pinned() {
     assert_eq!(&bytes[..8], &MAGIC);
     assert_eq!(f.level_count(), GOLDEN_LEVELS);
     assert_eq!(bytes.len(), GOLDEN_SNAPSHOT_LEN);
-    assert_eq!(
-        xxh3_64(&bytes),
-        GOLDEN_SNAPSHOT_DIGEST,
-        "snapshot bytes changed"
-    );
+    assert_eq!(xxh3_64(&bytes), GOLDEN_SNAPSHOT_DIGEST, "snapshot bytes changed");
 }
 
 fn golden_id(n: u32) -> String {
@@ -96,16 +92,10 @@ fn a_version_1_snapshot_still_imports_and_answers() {
     assert_eq!(f.level_count(), 3);
     assert_eq!(f.len(), 200 - 29);
     for n in (0..200u32).filter(|n| n % 7 != 0) {
-        assert!(
-            f.contains(golden_id(n).as_bytes()),
-            "id {n} lost by the v1 snapshot"
-        );
+        assert!(f.contains(golden_id(n).as_bytes()), "id {n} lost by the v1 snapshot");
     }
     // The removed ids are absent unless they collide (false positives are allowed, rare).
-    let stale = (0..200u32)
-        .step_by(7)
-        .filter(|&n| f.contains(golden_id(n).as_bytes()))
-        .count();
+    let stale = (0..200u32).step_by(7).filter(|&n| f.contains(golden_id(n).as_bytes())).count();
     assert!(stale <= 1, "{stale} removed ids still reported");
     for n in (1..200u32).filter(|n| n % 7 != 0) {
         assert_ne!(f.remove(golden_id(n).as_bytes()), Removal::NotFound);

@@ -31,10 +31,7 @@ fn op(universe: u32) -> impl Strategy<Value = Op> {
 fn assert_no_false_negative(f: &CuckooFilter, model: &HashMap<u32, u32>) {
     for (&k, &c) in model {
         if c > 0 {
-            assert!(
-                f.contains(&id(k)),
-                "false negative for {k} (inserted {c} times net)"
-            );
+            assert!(f.contains(&id(k)), "false negative for {k} (inserted {c} times net)");
         }
     }
 }
@@ -156,11 +153,7 @@ fn inserting_far_past_capacity_grows_and_drops_nothing() {
     for k in 0..n {
         assert!(f.contains(&id(k)), "dropped {k}");
     }
-    assert!(
-        f.load_factor() > 0.4,
-        "growth doubles, so fill stays reasonable: {}",
-        f.load_factor()
-    );
+    assert!(f.load_factor() > 0.4, "growth doubles, so fill stays reasonable: {}", f.load_factor());
 }
 
 #[test]
@@ -185,9 +178,7 @@ fn duplicate_inserts_need_as_many_removals() {
 
 /// Measured false-positive rate of `probes` absent ids against the filter's own theory.
 fn measured_fpr(f: &CuckooFilter, first_absent: u32, probes: u32) -> f64 {
-    let hits = (first_absent..first_absent + probes)
-        .filter(|&n| f.contains(&id(n)))
-        .count();
+    let hits = (first_absent..first_absent + probes).filter(|&n| f.contains(&id(n))).count();
     hits as f64 / f64::from(probes)
 }
 
@@ -198,22 +189,11 @@ fn false_positive_rate_is_within_one_and_a_half_of_theory() {
     f.insert_many((0..n).map(id)).unwrap();
     assert_eq!(f.level_count(), 1);
     let theory = f.expected_fpr();
-    assert!(
-        theory < 0.002,
-        "theory {theory} at fill {}",
-        f.load_factor()
-    );
+    assert!(theory < 0.002, "theory {theory} at fill {}", f.load_factor());
     let measured = measured_fpr(&f, n, 1_000_000);
     let ratio = measured / theory;
-    assert!(
-        (1.0 / 1.5..=1.5).contains(&ratio),
-        "measured {measured}, theory {theory}"
-    );
-    assert!(
-        f.bits_per_item() <= 14.0,
-        "{} bits per item",
-        f.bits_per_item()
-    );
+    assert!((1.0 / 1.5..=1.5).contains(&ratio), "measured {measured}, theory {theory}");
+    assert!(f.bits_per_item() <= 14.0, "{} bits per item", f.bits_per_item());
 }
 
 #[test]
@@ -225,10 +205,7 @@ fn chained_false_positive_rate_follows_the_sum_over_levels() {
     let theory = f.expected_fpr();
     let measured = measured_fpr(&f, n, 400_000);
     let ratio = measured / theory;
-    assert!(
-        (1.0 / 1.5..=1.5).contains(&ratio),
-        "measured {measured}, theory {theory}"
-    );
+    assert!((1.0 / 1.5..=1.5).contains(&ratio), "measured {measured}, theory {theory}");
 }
 
 #[test]

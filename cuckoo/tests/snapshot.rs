@@ -84,20 +84,14 @@ fn errors_name_what_is_wrong() {
 
     let mut bad = good.clone();
     bad[0] = b'X';
-    assert_eq!(
-        CuckooFilter::import(&bad).unwrap_err(),
-        SnapshotError::BadMagic
-    );
+    assert_eq!(CuckooFilter::import(&bad).unwrap_err(), SnapshotError::BadMagic);
 
     let mut future = good.clone();
     future[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     reseal(&mut future);
     assert_eq!(
         CuckooFilter::import(&future).unwrap_err(),
-        SnapshotError::UnsupportedVersion {
-            found: FORMAT_VERSION + 1,
-            supported: FORMAT_VERSION
-        }
+        SnapshotError::UnsupportedVersion { found: FORMAT_VERSION + 1, supported: FORMAT_VERSION }
     );
 
     let mut other_fp = good.clone();
@@ -105,11 +99,7 @@ fn errors_name_what_is_wrong() {
     reseal(&mut other_fp);
     assert_eq!(
         CuckooFilter::import(&other_fp).unwrap_err(),
-        SnapshotError::ParameterMismatch {
-            field: "fingerprint_bits",
-            found: 16,
-            expected: 12
-        }
+        SnapshotError::ParameterMismatch { field: "fingerprint_bits", found: 16, expected: 12 }
     );
 
     let mut other_seed = good.clone();
@@ -117,10 +107,7 @@ fn errors_name_what_is_wrong() {
     reseal(&mut other_seed);
     assert!(matches!(
         CuckooFilter::import(&other_seed).unwrap_err(),
-        SnapshotError::ParameterMismatch {
-            field: "key_hash_seed",
-            ..
-        }
+        SnapshotError::ParameterMismatch { field: "key_hash_seed", .. }
     ));
 
     let mut flipped = good.clone();
@@ -135,10 +122,7 @@ fn errors_name_what_is_wrong() {
     reseal(&mut more_levels);
     let err = CuckooFilter::import(&more_levels).unwrap_err();
     assert!(
-        matches!(
-            err,
-            SnapshotError::Malformed(_) | SnapshotError::Truncated { .. }
-        ),
+        matches!(err, SnapshotError::Malformed(_) | SnapshotError::Truncated { .. }),
         "{err:?}"
     );
 
@@ -154,9 +138,6 @@ fn errors_name_what_is_wrong() {
     let err = CuckooFilter::import(&wrong_total).unwrap_err();
     assert!(err.to_string().contains("fingerprints"), "{err}");
 
-    assert!(matches!(
-        CuckooFilter::import(&[]).unwrap_err(),
-        SnapshotError::Truncated { .. }
-    ));
+    assert!(matches!(CuckooFilter::import(&[]).unwrap_err(), SnapshotError::Truncated { .. }));
     assert!(CuckooFilter::import(&good).is_ok());
 }

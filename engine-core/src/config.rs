@@ -25,10 +25,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { field: field.into(), message: message.into() }
     }
 }
 
@@ -226,10 +223,7 @@ impl Config {
             check_url("redis_url", url, &["redis", "rediss"])?;
         }
         if self.redis_prefix.is_empty()
-            || self
-                .redis_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+            || self.redis_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(ConfigError::new(
                 "redis_prefix",
@@ -252,10 +246,7 @@ impl Config {
         positive("redis_connect_timeout_ms", self.redis_connect_timeout_ms)?;
         positive("redis_response_timeout_ms", self.redis_response_timeout_ms)?;
         positive("filter_capacity", self.filter_capacity)?;
-        positive(
-            "breaker_failure_threshold",
-            u64::from(self.breaker_failure_threshold),
-        )?;
+        positive("breaker_failure_threshold", u64::from(self.breaker_failure_threshold))?;
         positive("breaker_open_ms", self.breaker_open_ms)?;
         positive("health_check_interval_ms", self.health_check_interval_ms)?;
         positive("startup_l3_attempts", u64::from(self.startup_l3_attempts))?;
@@ -267,17 +258,11 @@ impl Config {
         }
         let ratio = |field: &str, v: f64| {
             if !(v > 0.0 && v <= 1.0) {
-                return Err(ConfigError::new(
-                    field,
-                    format!("must be in (0, 1], got {v}"),
-                ));
+                return Err(ConfigError::new(field, format!("must be in (0, 1], got {v}")));
             }
             Ok(())
         };
-        ratio(
-            "backpressure_throttle_ratio",
-            self.backpressure_throttle_ratio,
-        )?;
+        ratio("backpressure_throttle_ratio", self.backpressure_throttle_ratio)?;
         ratio("backpressure_reject_ratio", self.backpressure_reject_ratio)?;
         if self.backpressure_throttle_ratio >= self.backpressure_reject_ratio {
             return Err(ConfigError::new(
@@ -299,16 +284,12 @@ impl Config {
 
 fn check_url(field: &str, url: &SecretUrl, schemes: &[&str]) -> Result<(), ConfigError> {
     let shown = url.redacted();
-    let scheme = url
-        .scheme()
-        .ok_or_else(|| ConfigError::new(field, format!("`{shown}` has no scheme")))?;
+    let scheme =
+        url.scheme().ok_or_else(|| ConfigError::new(field, format!("`{shown}` has no scheme")))?;
     if !schemes.contains(&scheme.as_str()) {
         return Err(ConfigError::new(
             field,
-            format!(
-                "`{shown}`: scheme `{scheme}` is not one of {}",
-                schemes.join(", ")
-            ),
+            format!("`{shown}`: scheme `{scheme}` is not one of {}", schemes.join(", ")),
         ));
     }
     if scheme != "sqlite" {
@@ -351,18 +332,16 @@ fn overlay_env(
             continue;
         };
         let value = match defaults.get(field) {
-            Some(toml::Value::Integer(_)) => raw
-                .trim()
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .map_err(|_| {
+            Some(toml::Value::Integer(_)) => {
+                raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| {
                     ConfigError::new(&name, format!("expected an integer, got `{raw}`"))
-                })?,
-            Some(toml::Value::Float(_)) => raw
-                .trim()
-                .parse::<f64>()
-                .map(toml::Value::Float)
-                .map_err(|_| ConfigError::new(&name, format!("expected a number, got `{raw}`")))?,
+                })?
+            }
+            Some(toml::Value::Float(_)) => {
+                raw.trim().parse::<f64>().map(toml::Value::Float).map_err(|_| {
+                    ConfigError::new(&name, format!("expected a number, got `{raw}`"))
+                })?
+            }
             Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => toml::Value::Boolean(true),
                 "false" | "0" | "no" => toml::Value::Boolean(false),
@@ -410,14 +389,8 @@ mod tests {
     fn env_overrides_with_typed_values() {
         let c = Config::from_env_vars([
             ("SYNC_ENGINE_BATCH_MAX_ITEMS".to_string(), "7".to_string()),
-            (
-                "SYNC_ENGINE_ALLOW_DEGRADED_START".to_string(),
-                "true".to_string(),
-            ),
-            (
-                "SYNC_ENGINE_REDIS_URL".to_string(),
-                "redis://:pw@localhost:6379".to_string(),
-            ),
+            ("SYNC_ENGINE_ALLOW_DEGRADED_START".to_string(), "true".to_string()),
+            ("SYNC_ENGINE_REDIS_URL".to_string(), "redis://:pw@localhost:6379".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ])
         .unwrap();

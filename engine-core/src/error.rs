@@ -198,9 +198,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -225,10 +223,7 @@ mod tests {
         let e = Error::unavailable("connection refused")
             .with_operation("put_batch")
             .with_backend("postgres");
-        assert_eq!(
-            e.to_string(),
-            "put_batch on postgres: unavailable: connection refused"
-        );
+        assert_eq!(e.to_string(), "put_batch on postgres: unavailable: connection refused");
         assert_eq!(e.status(), Status::Temporary);
         assert_eq!(e.persistent().status(), Status::Persistent);
         let bad = Error::invalid("x").persistent();

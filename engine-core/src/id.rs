@@ -99,24 +99,12 @@ impl ObjectId {
 
 /// Check `s` against the id rules; the error names the first rule broken and where.
 pub fn validate(s: &str, max_len: usize) -> Result<(), IdError> {
-    let err = |rule, position| {
-        Err(IdError {
-            rule,
-            position,
-            shown: shown(s),
-        })
-    };
+    let err = |rule, position| Err(IdError { rule, position, shown: shown(s) });
     if s.is_empty() {
         return err(IdRule::Empty, 0);
     }
     if s.len() > max_len {
-        return err(
-            IdRule::TooLong {
-                len: s.len(),
-                max: max_len,
-            },
-            0,
-        );
+        return err(IdRule::TooLong { len: s.len(), max: max_len }, 0);
     }
     let mut segment_start = 0;
     for (i, c) in s.char_indices() {
@@ -193,14 +181,7 @@ mod tests {
 
     #[test]
     fn accepts_dotted_paths() {
-        for s in [
-            "a",
-            "tenant.users.42",
-            "user_1",
-            "a%b",
-            "ns.x:y{z}*",
-            "ünï.cödé",
-        ] {
+        for s in ["a", "tenant.users.42", "user_1", "a%b", "ns.x:y{z}*", "ünï.cödé"] {
             assert!(ObjectId::new(s).is_ok(), "{s}");
         }
     }

@@ -168,11 +168,7 @@ impl SyncItem {
     }
     /// The fields that decide "newer wins".
     pub fn stamp(&self) -> Stamp {
-        Stamp {
-            version: self.version,
-            content_hash: self.content_hash,
-            tombstone: self.tombstone,
-        }
+        Stamp { version: self.version, content_hash: self.content_hash, tombstone: self.tombstone }
     }
     /// True when this item must replace `stored` ([`newer_wins`]).
     pub fn supersedes(&self, stored: Option<&SyncItem>) -> bool {

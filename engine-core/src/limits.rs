@@ -70,20 +70,13 @@ mod tests {
 
     #[test]
     fn oversized_payload_and_state_are_rejected_by_name() {
-        let limits = Limits {
-            max_payload_bytes: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { max_payload_bytes: 4, ..Limits::default() };
         let id = ObjectId::new("a.b").unwrap();
         assert!(limits.check(&SyncItem::new(id.clone(), 1, "1234")).is_ok());
-        let e = limits
-            .check(&SyncItem::new(id.clone(), 1, "12345"))
-            .unwrap_err();
+        let e = limits.check(&SyncItem::new(id.clone(), 1, "12345")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.to_string().contains("max_payload_bytes"), "{e}");
-        let e = limits
-            .check(&SyncItem::new(id, 1, "").with_state("x".repeat(65)))
-            .unwrap_err();
+        let e = limits.check(&SyncItem::new(id, 1, "").with_state("x".repeat(65))).unwrap_err();
         assert!(e.to_string().contains("max_state_len"), "{e}");
     }
 }

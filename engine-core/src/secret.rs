@@ -25,9 +25,7 @@ impl SecretUrl {
     pub fn scheme(&self) -> Option<String> {
         let (scheme, _) = self.0.split_once(':')?;
         let ok = !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         ok.then(|| scheme.to_ascii_lowercase())
     }
 
@@ -51,12 +49,9 @@ pub fn redact(s: &str) -> String {
     };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &s[..auth_start],
-            &userinfo[..colon],
-            &s[auth_start + at..]
-        ),
+        Some(colon) => {
+            format!("{}{}:***{}", &s[..auth_start], &userinfo[..colon], &s[auth_start + at..])
+        }
         None => s.to_owned(),
     }
 }
@@ -80,19 +75,10 @@ mod tests {
     #[test]
     fn passwords_never_print() {
         let u = SecretUrl::new("postgres://app:s3cr%40t@db:5432/x?sslmode=disable");
-        assert_eq!(
-            u.to_string(),
-            "postgres://app:***@db:5432/x?sslmode=disable"
-        );
+        assert_eq!(u.to_string(), "postgres://app:***@db:5432/x?sslmode=disable");
         assert!(!format!("{u:?}").contains("s3cr"));
-        assert_eq!(
-            u.expose(),
-            "postgres://app:s3cr%40t@db:5432/x?sslmode=disable"
-        );
-        assert_eq!(
-            redact("redis://:pw@127.0.0.1/0"),
-            "redis://:***@127.0.0.1/0"
-        );
+        assert_eq!(u.expose(), "postgres://app:s3cr%40t@db:5432/x?sslmode=disable");
+        assert_eq!(redact("redis://:pw@127.0.0.1/0"), "redis://:***@127.0.0.1/0");
         assert_eq!(redact("redis://user@host"), "redis://user@host");
         assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
         assert_eq!(redact("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");

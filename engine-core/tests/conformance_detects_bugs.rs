@@ -31,10 +31,7 @@ struct BrokenArchive {
 
 impl BrokenArchive {
     fn new(bug: Bug) -> Self {
-        BrokenArchive {
-            rows: Arc::default(),
-            bug,
-        }
+        BrokenArchive { rows: Arc::default(), bug }
     }
 
     fn matches(&self, id: &ObjectId, prefix: &str) -> bool {
@@ -53,10 +50,7 @@ impl ArchiveStore for BrokenArchive {
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
         let rows = self.rows.lock();
-        Ok(ids
-            .iter()
-            .map(|id| rows.get(id).filter(|i| !i.is_tombstone()).cloned())
-            .collect())
+        Ok(ids.iter().map(|id| rows.get(id).filter(|i| !i.is_tombstone()).cloned()).collect())
     }
     async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome> {
         let mut out = PutOutcome::default();
@@ -96,10 +90,8 @@ impl ArchiveStore for BrokenArchive {
     }
     async fn count(&self, prefix: &str) -> Result<u64> {
         let rows = self.rows.lock();
-        Ok(rows
-            .iter()
-            .filter(|(id, i)| !i.is_tombstone() && self.matches(id, prefix))
-            .count() as u64)
+        Ok(rows.iter().filter(|(id, i)| !i.is_tombstone() && self.matches(id, prefix)).count()
+            as u64)
     }
     async fn purge_tombstones(&self, older_than_ms: u64) -> Result<u64> {
         let mut rows = self.rows.lock();
@@ -114,36 +106,21 @@ impl ArchiveStore for BrokenArchive {
 
 #[tokio::test]
 async fn older_overwriting_archive_fails_newer_wins() {
-    let e = archive_all(&BrokenArchive::new(Bug::OlderOverwrites), "bug.a")
-        .await
-        .unwrap_err();
+    let e = archive_all(&BrokenArchive::new(Bug::OlderOverwrites), "bug.a").await.unwrap_err();
     assert_eq!(e.promise, "newer wins", "{e}");
 }
 
 #[tokio::test]
 async fn wildcard_prefix_archive_fails_exact_prefixes() {
-    let e = archive_all(&BrokenArchive::new(Bug::UnderscoreWildcard), "bug.b")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.promise, "prefix scans are exact and case-sensitive",
-        "{e}"
-    );
-    assert!(
-        e.detail.contains("userX1"),
-        "the failure names the wrongly matched id: {e}"
-    );
+    let e = archive_all(&BrokenArchive::new(Bug::UnderscoreWildcard), "bug.b").await.unwrap_err();
+    assert_eq!(e.promise, "prefix scans are exact and case-sensitive", "{e}");
+    assert!(e.detail.contains("userX1"), "the failure names the wrongly matched id: {e}");
 }
 
 #[tokio::test]
 async fn tombstone_forgetting_archive_fails_tombstones() {
-    let e = archive_all(&BrokenArchive::new(Bug::ForgetsTombstones), "bug.c")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.promise, "tombstones hide items and block older writes",
-        "{e}"
-    );
+    let e = archive_all(&BrokenArchive::new(Bug::ForgetsTombstones), "bug.c").await.unwrap_err();
+    assert_eq!(e.promise, "tombstones hide items and block older writes", "{e}");
 }
 
 #[tokio::test]
@@ -165,10 +142,7 @@ impl CacheStore for ForgetfulCache {
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
         let m = self.0.lock();
-        Ok(ids
-            .iter()
-            .map(|id| m.get(id).filter(|i| !i.is_tombstone()).cloned())
-            .collect())
+        Ok(ids.iter().map(|id| m.get(id).filter(|i| !i.is_tombstone()).cloned()).collect())
     }
     async fn put_batch(&self, entries: &[CacheEntry]) -> Result<PutOutcome> {
         let mut m = self.0.lock();
@@ -178,10 +152,7 @@ impl CacheStore for ForgetfulCache {
                 m.insert(e.item.id().clone(), e.item.clone());
             }
         }
-        Ok(PutOutcome {
-            applied: entries.len(),
-            stale: 0,
-        })
+        Ok(PutOutcome { applied: entries.len(), stale: 0 })
     }
     async fn remove_many(&self, ids: &[ObjectId]) -> Result<()> {
         let mut m = self.0.lock();
@@ -197,8 +168,6 @@ impl CacheStore for ForgetfulCache {
 
 #[tokio::test(start_paused = true)]
 async fn cache_ignoring_ttl_fails_expiry() {
-    let e = cache_ttl_expires(&ForgetfulCache::default(), "bug.e")
-        .await
-        .unwrap_err();
+    let e = cache_ttl_expires(&ForgetfulCache::default(), "bug.e").await.unwrap_err();
     assert_eq!(e.promise, "caches expire TTL'd items", "{e}");
 }

@@ -10,9 +10,7 @@ use sync_engine_core::store::Wal;
 async fn memory_archive_conforms() {
     let store = MemoryArchive::new();
     archive_all(&store, "conf.mem").await.unwrap();
-    merkle_follows_data(&store, &store, "conf.mtree")
-        .await
-        .unwrap();
+    merkle_follows_data(&store, &store, "conf.mtree").await.unwrap();
 }
 
 #[tokio::test]
@@ -38,9 +36,7 @@ async fn memory_wal_conforms() {
     .await
     .unwrap();
     wal_drains_only_committed(&wal).await.unwrap();
-    wal_refuses_beyond_bound(&MemoryWal::new(50, u64::MAX), 50)
-        .await
-        .unwrap();
+    wal_refuses_beyond_bound(&MemoryWal::new(50, u64::MAX), 50).await.unwrap();
 }
 
 #[tokio::test]

@@ -57,11 +57,7 @@ struct KeyModel {
 impl Default for KeyModel {
     /// A key never written: absent, durably.
     fn default() -> KeyModel {
-        KeyModel {
-            acceptable: vec![None],
-            base: vec![None],
-            pending: Vec::new(),
-        }
+        KeyModel { acceptable: vec![None], base: vec![None], pending: Vec::new() }
     }
 }
 
@@ -101,22 +97,15 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Submit { key, durable } => {
-                let opts = SubmitOptions {
-                    durable,
-                    ..Default::default()
-                };
-                if let Ok(v) = engine
-                    .submit_with(&format!("m.k{key}"), format!("v{key}"), opts)
-                    .await
+                let opts = SubmitOptions { durable, ..Default::default() };
+                if let Ok(v) =
+                    engine.submit_with(&format!("m.k{key}"), format!("v{key}"), opts).await
                 {
                     model.entry(key).or_default().acked(Some(v), durable);
                 }
             }
             Op::Delete { key, durable } => {
-                let opts = SubmitOptions {
-                    durable,
-                    ..Default::default()
-                };
+                let opts = SubmitOptions { durable, ..Default::default() };
                 if engine.delete_with(&format!("m.k{key}"), opts).await.is_ok() {
                     model.entry(key).or_default().acked(None, durable);
                 }
@@ -171,10 +160,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             m.acceptable
         );
     }
-    let (l2, l3) = (
-        rig.l2.inner().root_hash().await,
-        rig.l3.inner().root_hash().await,
-    );
+    let (l2, l3) = (rig.l2.inner().root_hash().await, rig.l3.inner().root_hash().await);
     prop_assert_eq!(l2.ok(), l3.ok(), "L2 and L3 roots differ after recovery");
     prop_assert_eq!(engine.health().wal_depth, 0);
     Ok(())

@@ -15,37 +15,22 @@ use tokio::sync::watch;
 async fn l3_hits_are_promoted_to_l1_and_l2() {
     let rig = Rig::new();
     // Seeded before start: the filter learns it by its warm-up scan.
-    rig.l3
-        .inner()
-        .put_batch(&[SyncItem::new(id("p.1"), 7, "x")])
-        .await
-        .unwrap();
+    rig.l3.inner().put_batch(&[SyncItem::new(id("p.1"), 7, "x")]).await.unwrap();
     let engine = rig.start().await;
     rig.l2.inner().clear();
     let got = engine.get("p.1").await.unwrap().unwrap();
     assert_eq!(got.version(), 7);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(
-        rig.l2.inner().exists(&id("p.1")).await.unwrap(),
-        "promoted to L2"
-    );
+    assert!(rig.l2.inner().exists(&id("p.1")).await.unwrap(), "promoted to L2");
     let calls = (rig.l2.plan().calls(), rig.l3.plan().calls());
     assert_eq!(engine.get("p.1").await.unwrap().unwrap().version(), 7);
-    assert_eq!(
-        (rig.l2.plan().calls(), rig.l3.plan().calls()),
-        calls,
-        "second read is an L1 hit"
-    );
+    assert_eq!((rig.l2.plan().calls(), rig.l3.plan().calls()), calls, "second read is an L1 hit");
 }
 
 #[tokio::test]
 async fn concurrent_misses_of_one_id_share_one_backend_read() {
     let rig = Rig::new();
-    rig.l3
-        .inner()
-        .put_batch(&[SyncItem::new(id("c.1"), 1, "x")])
-        .await
-        .unwrap();
+    rig.l3.inner().put_batch(&[SyncItem::new(id("c.1"), 1, "x")]).await.unwrap();
     let engine = rig.start().await;
     rig.l2.inner().clear();
     rig.l3.plan().set_latency(Duration::from_millis(100));
@@ -60,21 +45,13 @@ async fn concurrent_misses_of_one_id_share_one_backend_read() {
     for r in reads {
         assert_eq!(r.await.unwrap().unwrap().unwrap().version(), 1);
     }
-    assert_eq!(
-        rig.l3.plan().calls() - before,
-        1,
-        "one L3 read for 20 concurrent misses"
-    );
+    assert_eq!(rig.l3.plan().calls() - before, 1, "one L3 read for 20 concurrent misses");
 }
 
 #[tokio::test]
 async fn get_many_answers_in_order_through_every_tier() {
     let rig = Rig::new();
-    rig.l3
-        .inner()
-        .put_batch(&[SyncItem::new(id("g.l3"), 1, "c")])
-        .await
-        .unwrap();
+    rig.l3.inner().put_batch(&[SyncItem::new(id("g.l3"), 1, "c")]).await.unwrap();
     let engine = rig.start().await;
     rig.l2.inner().clear();
     engine.submit("g.l1", "a").await.unwrap();
@@ -104,10 +81,7 @@ async fn verify_reports_and_repair_fixes_only_a_prefix() {
     let r = engine.repair("t1").await.unwrap();
     assert_eq!(r.repaired, 1);
     assert!(engine.verify("t1").await.unwrap().in_sync);
-    assert!(
-        !engine.verify("t2").await.unwrap().in_sync,
-        "t2 untouched by a t1 repair"
-    );
+    assert!(!engine.verify("t2").await.unwrap().in_sync, "t2 untouched by a t1 repair");
     engine.repair("").await.unwrap();
     assert_eq!(
         rig.l2.inner().root_hash().await.unwrap(),
@@ -139,18 +113,11 @@ async fn hot_reload_applies_batch_thresholds() {
         engine.submit(&format!("h.{i}"), "x").await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        rig.l3.inner().count("h.").await.unwrap(),
-        5,
-        "a 5-item batch flushed at once"
-    );
+    assert_eq!(rig.l3.inner().count("h.").await.unwrap(), 5, "a 5-item batch flushed at once");
     let mut bad = cfg;
     bad.batch_max_items = 0;
     tx.send(bad).unwrap();
-    assert!(
-        !engine.tick().await.unwrap().reloaded,
-        "invalid reload ignored"
-    );
+    assert!(!engine.tick().await.unwrap().reloaded, "invalid reload ignored");
     assert_eq!(engine.config().batch_max_items, 5);
 }
 
@@ -175,14 +142,7 @@ async fn with_the_filter_disabled_foreign_writes_are_visible() {
     let mut cfg = Rig::config();
     cfg.filter_enabled = false;
     let engine = rig.start_with(cfg).await.unwrap();
-    rig.l3
-        .inner()
-        .put_batch(&[SyncItem::new(id("foreign.1"), 1, "x")])
-        .await
-        .unwrap();
+    rig.l3.inner().put_batch(&[SyncItem::new(id("foreign.1"), 1, "x")]).await.unwrap();
     assert!(engine.get("foreign.1").await.unwrap().is_some());
-    assert_eq!(
-        engine.health().filter,
-        sync_engine_cuckoo::TrustState::Untrusted
-    );
+    assert_eq!(engine.health().filter, sync_engine_cuckoo::TrustState::Untrusted);
 }

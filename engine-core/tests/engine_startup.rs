@@ -15,18 +15,16 @@ use sync_engine_core::{ErrorKind, SyncItem};
 use sync_engine_cuckoo::TrustState;
 
 async fn seed_l3(rig: &Rig, n: u64) {
-    let items: Vec<SyncItem> = (0..n)
-        .map(|i| SyncItem::new(id(&format!("s.{i}")), 1, format!("v{i}")))
-        .collect();
+    let items: Vec<SyncItem> =
+        (0..n).map(|i| SyncItem::new(id(&format!("s.{i}")), 1, format!("v{i}"))).collect();
     rig.l3.inner().put_batch(&items).await.unwrap();
 }
 
 #[tokio::test]
 async fn pending_wal_entries_are_drained_before_ready() {
     let rig = Rig::new();
-    let items: Vec<SyncItem> = (0..50)
-        .map(|i| SyncItem::new(id(&format!("w.{i}")), 5, "from wal"))
-        .collect();
+    let items: Vec<SyncItem> =
+        (0..50).map(|i| SyncItem::new(id(&format!("w.{i}")), 5, "from wal")).collect();
     rig.wal.inner().append(&items).await.unwrap();
     let engine = rig.start().await;
     assert_eq!(engine.state(), EngineState::Ready);
@@ -40,25 +38,15 @@ async fn valid_snapshot_is_restored_without_a_scan() {
     let rig = Rig::new();
     seed_l3(&rig, 200).await;
     let first = rig.start().await;
-    assert_eq!(
-        first.health().warmup_scanned,
-        200,
-        "no snapshot at first: rebuilt by scan"
-    );
+    assert_eq!(first.health().warmup_scanned, 200, "no snapshot at first: rebuilt by scan");
     first.shutdown().await.unwrap();
-    assert!(
-        rig.wal.inner().load_snapshot().await.unwrap().is_some(),
-        "shutdown saved a snapshot"
-    );
+    assert!(rig.wal.inner().load_snapshot().await.unwrap().is_some(), "shutdown saved a snapshot");
     let scans_before = rig.l3.plan().calls();
     let second = rig.start().await;
     let h = second.health();
     assert_eq!(h.filter, TrustState::Trusted);
     assert_eq!(h.warmup_scanned, 0, "restored, not rescanned");
-    assert!(
-        rig.l3.plan().calls() - scans_before < 10,
-        "startup made few L3 calls"
-    );
+    assert!(rig.l3.plan().calls() - scans_before < 10, "startup made few L3 calls");
     // Trusted filter: absent ids cost no backend call.
     let calls = (rig.l3.plan().calls(), rig.l2.plan().calls());
     for i in 0..100 {
@@ -78,11 +66,7 @@ async fn stale_snapshot_is_not_trusted_and_the_filter_is_rebuilt() {
     seed_l3(&rig, 20).await;
     rig.start().await.shutdown().await.unwrap();
     // L3 changes behind the snapshot's back (another writer, a restore).
-    rig.l3
-        .inner()
-        .put_batch(&[SyncItem::new(id("late.arrival"), 1, "x")])
-        .await
-        .unwrap();
+    rig.l3.inner().put_batch(&[SyncItem::new(id("late.arrival"), 1, "x")]).await.unwrap();
     let engine = rig.start().await;
     assert_eq!(engine.health().warmup_scanned, 21, "rebuilt by scan");
     assert!(
@@ -129,9 +113,7 @@ async fn stale_l2_is_repaired_exactly_where_it_differs() {
     rig.start().await.shutdown().await.unwrap();
     // Behind the engine's back: change 3 values, add 2 strays.
     for i in [5, 50, 95] {
-        rig.l2
-            .inner()
-            .tamper(SyncItem::new(id(&format!("s.{i}")), 99, "tampered"));
+        rig.l2.inner().tamper(SyncItem::new(id(&format!("s.{i}")), 99, "tampered"));
     }
     for k in ["stray.a", "stray.b"] {
         rig.l2.inner().tamper(SyncItem::new(id(k), 1, "stray"));
@@ -140,16 +122,7 @@ async fn stale_l2_is_repaired_exactly_where_it_differs() {
     let r = engine.health().last_repair.unwrap();
     assert_eq!(r.differing, 5, "{r:?}");
     assert_eq!((r.repaired, r.removed), (3, 2), "{r:?}");
-    assert_eq!(
-        rig.l2
-            .inner()
-            .get(&id("s.50"))
-            .await
-            .unwrap()
-            .unwrap()
-            .version(),
-        1
-    );
+    assert_eq!(rig.l2.inner().get(&id("s.50")).await.unwrap().unwrap().version(), 1);
     assert!(!rig.l2.inner().exists(&id("stray.a")).await.unwrap());
     assert_eq!(
         rig.l2.inner().root_hash().await.unwrap(),
@@ -181,16 +154,9 @@ async fn l2_down_at_start_runs_without_it_then_repairs() {
 async fn l3_down_at_start_fails_with_a_clear_error_by_default() {
     let rig = Rig::new();
     rig.l3.plan().set_down(true);
-    let e = rig
-        .start_with(Rig::config())
-        .await
-        .err()
-        .expect("start fails");
+    let e = rig.start_with(Rig::config()).await.err().expect("start fails");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    assert!(
-        e.to_string().contains("L3 unreachable after 2 attempts"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("L3 unreachable after 2 attempts"), "{e}");
 }
 
 #[tokio::test]
@@ -202,19 +168,10 @@ async fn l3_down_at_start_with_degraded_start_then_recovers() {
     cfg.allow_degraded_start = true;
     let engine = rig.start_with(cfg).await.unwrap();
     assert_eq!(engine.state(), EngineState::Degraded);
-    let v = engine
-        .submit_with("deg.1", "x", sync_engine_core::SubmitOptions::durable())
-        .await
-        .unwrap();
-    assert_eq!(
-        rig.wal.inner().stats().await.unwrap().items,
-        1,
-        "the write went to the WAL"
-    );
-    assert_eq!(
-        engine.get("deg.1").await.unwrap().map(|i| i.version()),
-        Some(v)
-    );
+    let v =
+        engine.submit_with("deg.1", "x", sync_engine_core::SubmitOptions::durable()).await.unwrap();
+    assert_eq!(rig.wal.inner().stats().await.unwrap().items, 1, "the write went to the WAL");
+    assert_eq!(engine.get("deg.1").await.unwrap().map(|i| i.version()), Some(v));
     assert!(
         rig.l2.inner().exists(&id("s.1")).await.unwrap() || engine.get("s.1").await.is_err(),
         "reads come from L1/L2 while L3 is down"

@@ -13,15 +13,9 @@ async fn write_behind_flushes_by_age_without_run() {
     let rig = Rig::new();
     let engine = rig.start().await;
     engine.submit("a.b", "hello").await.unwrap();
-    assert!(
-        !rig.l3.inner().exists(&id("a.b")).await.unwrap(),
-        "write-behind: not yet in L3"
-    );
+    assert!(!rig.l3.inner().exists(&id("a.b")).await.unwrap(), "write-behind: not yet in L3");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        rig.l3.inner().exists(&id("a.b")).await.unwrap(),
-        "flushed by age without run()"
-    );
+    assert!(rig.l3.inner().exists(&id("a.b")).await.unwrap(), "flushed by age without run()");
     assert!(rig.l2.inner().exists(&id("a.b")).await.unwrap());
 }
 
@@ -33,10 +27,7 @@ async fn shutdown_without_run_loses_nothing_and_is_idempotent() {
     cfg.batch_max_items = 1000;
     let engine = rig.start_with(cfg).await.unwrap();
     for i in 0..100 {
-        engine
-            .submit(&format!("k.{i}"), format!("v{i}"))
-            .await
-            .unwrap();
+        engine.submit(&format!("k.{i}"), format!("v{i}")).await.unwrap();
     }
     engine.shutdown().await.unwrap();
     engine.shutdown().await.unwrap();
@@ -52,10 +43,7 @@ async fn durable_submit_returns_only_once_l3_holds_it() {
     let mut cfg = Rig::config();
     cfg.batch_max_age_ms = 60_000;
     let engine = rig.start_with(cfg).await.unwrap();
-    engine
-        .submit_with("d.1", "x", SubmitOptions::durable())
-        .await
-        .unwrap();
+    engine.submit_with("d.1", "x", SubmitOptions::durable()).await.unwrap();
     assert!(rig.l3.inner().exists(&id("d.1")).await.unwrap());
 }
 
@@ -101,27 +89,15 @@ async fn l3_outage_mid_ingest_loses_nothing() {
     );
     // Reads during the outage still see every acknowledged write.
     for (k, v) in acked.iter().step_by(17) {
-        assert_eq!(
-            engine.get(k).await.unwrap().map(|i| i.version()),
-            Some(*v),
-            "{k}"
-        );
+        assert_eq!(engine.get(k).await.unwrap().map(|i| i.version()), Some(*v), "{k}");
     }
     rig.l3.plan().set_down(false);
     tokio::time::sleep(Duration::from_millis(60)).await;
     engine.tick().await.unwrap();
-    assert_eq!(
-        rig.wal.inner().stats().await.unwrap().items,
-        0,
-        "WAL drained"
-    );
+    assert_eq!(rig.wal.inner().stats().await.unwrap().items, 0, "WAL drained");
     for (k, v) in &acked {
         let got = rig.l3.inner().get(&id(k)).await.unwrap();
-        assert_eq!(
-            got.map(|i| i.version()),
-            Some(*v),
-            "{k} in L3 at its acknowledged version"
-        );
+        assert_eq!(got.map(|i| i.version()), Some(*v), "{k} in L3 at its acknowledged version");
     }
     // L2 and L3 agree after maintenance.
     engine.tick().await.unwrap();
@@ -138,47 +114,23 @@ async fn delete_cancels_a_pending_write_and_later_writes_win_only_if_newer() {
     cfg.batch_max_age_ms = 60_000;
     let engine = rig.start_with(cfg).await.unwrap();
     engine
-        .submit_with(
-            "r.1",
-            "v",
-            SubmitOptions {
-                version: Some(10),
-                ..Default::default()
-            },
-        )
+        .submit_with("r.1", "v", SubmitOptions { version: Some(10), ..Default::default() })
         .await
         .unwrap();
     engine
-        .delete_with(
-            "r.1",
-            SubmitOptions {
-                version: Some(11),
-                ..Default::default()
-            },
-        )
+        .delete_with("r.1", SubmitOptions { version: Some(11), ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(
-        engine.get("r.1").await.unwrap(),
-        None,
-        "deleted before flush"
-    );
+    assert_eq!(engine.get("r.1").await.unwrap(), None, "deleted before flush");
     engine.flush().await.unwrap();
     assert_eq!(rig.l3.inner().get(&id("r.1")).await.unwrap(), None);
-    assert!(
-        rig.l3.inner().raw(&id("r.1")).unwrap().is_tombstone(),
-        "the tombstone reached L3"
-    );
+    assert!(rig.l3.inner().raw(&id("r.1")).unwrap().is_tombstone(), "the tombstone reached L3");
     // An older write after the delete does not resurrect it.
     engine
         .submit_with(
             "r.1",
             "old",
-            SubmitOptions {
-                version: Some(9),
-                durable: true,
-                ..Default::default()
-            },
+            SubmitOptions { version: Some(9), durable: true, ..Default::default() },
         )
         .await
         .unwrap();
@@ -189,23 +141,11 @@ async fn delete_cancels_a_pending_write_and_later_writes_win_only_if_newer() {
         .submit_with(
             "r.1",
             "new",
-            SubmitOptions {
-                version: Some(12),
-                durable: true,
-                ..Default::default()
-            },
+            SubmitOptions { version: Some(12), durable: true, ..Default::default() },
         )
         .await
         .unwrap();
-    assert_eq!(
-        rig.l3
-            .inner()
-            .get(&id("r.1"))
-            .await
-            .unwrap()
-            .map(|i| i.version()),
-        Some(12)
-    );
+    assert_eq!(rig.l3.inner().get(&id("r.1")).await.unwrap().map(|i| i.version()), Some(12));
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,11 +163,7 @@ async fn routes_reach_only_their_tiers() {
         .submit_with(
             "route.l3",
             "y",
-            SubmitOptions {
-                route: Route::L3Only,
-                durable: true,
-                ..Default::default()
-            },
+            SubmitOptions { route: Route::L3Only, durable: true, ..Default::default() },
         )
         .await
         .unwrap();
@@ -237,10 +173,7 @@ async fn routes_reach_only_their_tiers() {
     assert!(rig.l3.inner().exists(&id("route.l3")).await.unwrap());
     assert!(!rig.l2.inner().exists(&id("route.l3")).await.unwrap());
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        !rig.l2.inner().exists(&id("route.l2")).await.unwrap(),
-        "TTL applied"
-    );
+    assert!(!rig.l2.inner().exists(&id("route.l2")).await.unwrap(), "TTL applied");
 }
 
 #[tokio::test]
@@ -287,8 +220,5 @@ async fn backpressure_rejects_with_a_named_level_when_nothing_drains() {
     rig.wal.plan().set_down(false);
     engine.shutdown().await.unwrap();
     let n = rig.l3.inner().count("bp.").await.unwrap();
-    assert_eq!(
-        n, accepted,
-        "every accepted write reached L3 once the backends returned"
-    );
+    assert_eq!(n, accepted, "every accepted write reached L3 once the backends returned");
 }

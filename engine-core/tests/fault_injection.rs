@@ -14,20 +14,11 @@ fn id(s: &str) -> ObjectId {
 async fn down_and_back_up() {
     let store = Faulty::new(MemoryArchive::new(), 1);
     store.plan().set_down(true);
-    let e = store
-        .put_batch(&[SyncItem::new(id("a"), 1, "x")])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.kind(), e.status()),
-        (ErrorKind::Unavailable, Status::Temporary)
-    );
+    let e = store.put_batch(&[SyncItem::new(id("a"), 1, "x")]).await.unwrap_err();
+    assert_eq!((e.kind(), e.status()), (ErrorKind::Unavailable, Status::Temporary));
     assert_eq!(store.inner().rows(), 0, "a failed call stores nothing");
     store.plan().set_down(false);
-    store
-        .put_batch(&[SyncItem::new(id("a"), 1, "x")])
-        .await
-        .unwrap();
+    store.put_batch(&[SyncItem::new(id("a"), 1, "x")]).await.unwrap();
     assert!(store.exists(&id("a")).await.unwrap());
 }
 
@@ -36,10 +27,7 @@ async fn every_nth_call_fails() {
     let store = Faulty::new(MemoryArchive::new(), 1);
     store.plan().fail_every(3);
     let results: Vec<bool> = pings(&store, 9).await;
-    assert_eq!(
-        results,
-        [true, true, false, true, true, false, true, true, false]
-    );
+    assert_eq!(results, [true, true, false, true, true, false, true, true, false]);
     assert_eq!(store.plan().failures(), 3);
 }
 

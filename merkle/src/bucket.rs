@@ -44,16 +44,10 @@ impl Slot {
     /// The entries this slot contributes to a children listing.
     pub(crate) fn push_entries(&self, out: &mut Vec<Entry>) {
         if let Some(d) = self.leaf {
-            out.push(Entry::Leaf {
-                segment: self.seg.as_str().to_owned(),
-                digest: d,
-            });
+            out.push(Entry::Leaf { segment: self.seg.as_str().to_owned(), digest: d });
         }
         if let Some(v) = self.path.as_deref() {
-            out.push(Entry::Path {
-                segment: self.seg.as_str().to_owned(),
-                value: *v,
-            });
+            out.push(Entry::Path { segment: self.seg.as_str().to_owned(), value: *v });
         }
     }
 }
@@ -72,11 +66,7 @@ impl Flat {
             .enumerate()
             .filter(|(_, &h)| h == hash)
             .map(|(i, _)| i)
-            .find(|&i| {
-                self.slots
-                    .get(i)
-                    .is_some_and(|s| s.seg.as_bytes() == seg.as_bytes())
-            })
+            .find(|&i| self.slots.get(i).is_some_and(|s| s.seg.as_bytes() == seg.as_bytes()))
     }
 
     /// Nibble `i` of slot `k`'s segment hash (the cached prefix up to 16, the full hash beyond).
@@ -84,9 +74,7 @@ impl Flat {
         if i < MAX_DEPTH {
             self.hashes.get(k).map(|&h| nibble_of(h, i))
         } else if i < 64 {
-            self.slots
-                .get(k)
-                .map(|s| nibble(&segment_hash(s.seg.as_str()), i))
+            self.slots.get(k).map(|s| nibble(&segment_hash(s.seg.as_str()), i))
         } else {
             None
         }
@@ -162,16 +150,7 @@ impl Bucket {
     /// Apply `op` to the slot of `seg` (creating or freeing it), adding `delta` — the change of
     /// the slot's value that `op` causes, computed by the caller — to every bucket on the way.
     pub(crate) fn apply(&mut self, seg: &str, hash: u64, op: SlotOp, delta: NodeValue, cap: usize) {
-        apply(
-            &mut self.node,
-            &mut self.value,
-            0,
-            seg,
-            hash,
-            op,
-            delta,
-            cap,
-        );
+        apply(&mut self.node, &mut self.value, 0, seg, hash, op, delta, cap);
     }
 
     /// The node at `nibbles` with its value, or the deepest flat node above it, with the number
@@ -212,27 +191,14 @@ fn apply(
         Node::Empty => {}
         Node::Split(split) => {
             let i = usize::from(nibble_of(hash, depth));
-            apply(
-                &mut split.kids[i],
-                &mut split.values[i],
-                depth + 1,
-                seg,
-                hash,
-                op,
-                delta,
-                cap,
-            );
+            apply(&mut split.kids[i], &mut split.values[i], depth + 1, seg, hash, op, delta, cap);
         }
         Node::Flat(flat) => {
             let i = match flat.position(seg, hash) {
                 Some(i) => i,
                 None => {
                     flat.hashes.push(hash);
-                    flat.slots.push(Slot {
-                        seg: Seg::new(seg),
-                        leaf: None,
-                        path: None,
-                    });
+                    flat.slots.push(Slot { seg: Seg::new(seg), leaf: None, path: None });
                     flat.slots.len() - 1
                 }
             };

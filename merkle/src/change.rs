@@ -33,26 +33,17 @@ pub struct Delta {
 
 impl Delta {
     /// No change.
-    pub const ZERO: Delta = Delta {
-        plus: NodeValue::EMPTY,
-        minus: NodeValue::EMPTY,
-    };
+    pub const ZERO: Delta = Delta { plus: NodeValue::EMPTY, minus: NodeValue::EMPTY };
 
     /// The delta of one leaf going from `old` to `new`.
     pub fn leaf(old: Option<Digest>, new: Option<Digest>) -> Delta {
         let v = |d: Option<Digest>| d.map(|d| NodeValue::leaf(&d)).unwrap_or(NodeValue::EMPTY);
-        Delta {
-            plus: v(new),
-            minus: v(old),
-        }
+        Delta { plus: v(new), minus: v(old) }
     }
 
     /// Both changes together.
     pub fn combine(self, other: Delta) -> Delta {
-        Delta {
-            plus: self.plus.plus(other.plus),
-            minus: self.minus.plus(other.minus),
-        }
+        Delta { plus: self.plus.plus(other.plus), minus: self.minus.plus(other.minus) }
     }
 
     /// The value after the change: `value + plus - minus`.
@@ -225,14 +216,7 @@ impl ChangeSet {
                 c.new = new;
             }
             None => {
-                self.changes.insert(
-                    id.to_owned(),
-                    LeafChange {
-                        id: id.to_owned(),
-                        old,
-                        new,
-                    },
-                );
+                self.changes.insert(id.to_owned(), LeafChange { id: id.to_owned(), old, new });
             }
         }
         Ok(())
@@ -282,11 +266,7 @@ impl ChangeSet {
             let delta = Delta::leaf(c.old, c.new);
             nodes.entry(parent).or_default().insert(
                 (seg, false),
-                EntryChange::Leaf {
-                    segment: seg.to_owned(),
-                    old: c.old,
-                    new: c.new,
-                },
+                EntryChange::Leaf { segment: seg.to_owned(), old: c.old, new: c.new },
             );
             let mut child = parent;
             while !child.is_empty() {
@@ -294,13 +274,9 @@ impl ChangeSet {
                     Some(i) => (&child[..i], &child[i + 1..]),
                     None => ("", child),
                 };
-                let entry = nodes
-                    .entry(grand)
-                    .or_default()
-                    .entry((seg, true))
-                    .or_insert_with(|| EntryChange::Path {
-                        segment: seg.to_owned(),
-                        delta: Delta::ZERO,
+                let entry =
+                    nodes.entry(grand).or_default().entry((seg, true)).or_insert_with(|| {
+                        EntryChange::Path { segment: seg.to_owned(), delta: Delta::ZERO }
                     });
                 if let EntryChange::Path { delta: d, .. } = entry {
                     *d = d.combine(delta);
@@ -311,18 +287,10 @@ impl ChangeSet {
         nodes
             .into_iter()
             .filter_map(|(path, entries)| {
-                let entries: Vec<EntryChange> = entries
-                    .into_values()
-                    .filter(|e| !e.delta().is_zero())
-                    .collect();
-                let total = entries
-                    .iter()
-                    .fold(Delta::ZERO, |acc, e| acc.combine(e.delta()));
-                (!entries.is_empty()).then(|| PathDelta {
-                    path: path.to_owned(),
-                    total,
-                    entries,
-                })
+                let entries: Vec<EntryChange> =
+                    entries.into_values().filter(|e| !e.delta().is_zero()).collect();
+                let total = entries.iter().fold(Delta::ZERO, |acc, e| acc.combine(e.delta()));
+                (!entries.is_empty()).then(|| PathDelta { path: path.to_owned(), total, entries })
             })
             .collect()
     }

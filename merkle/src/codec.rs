@@ -84,9 +84,8 @@ impl NodeKey {
         if version != KEY_FORMAT_VERSION {
             return Err(KeyError::Version(version));
         }
-        let (len_bytes, rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or(KeyError::Truncated("path length"))?;
+        let (len_bytes, rest) =
+            rest.split_first_chunk::<4>().ok_or(KeyError::Truncated("path length"))?;
         let path_len = usize::try_from(u32::from_be_bytes(*len_bytes))
             .map_err(|_| KeyError::Truncated("path"))?;
         if rest.len() < path_len {
@@ -95,9 +94,7 @@ impl NodeKey {
         let (path_bytes, rest) = rest.split_at(path_len);
         let path = std::str::from_utf8(path_bytes).map_err(|_| KeyError::PathNotUtf8)?;
         validate_path(path)?;
-        let (&depth, rest) = rest
-            .split_first()
-            .ok_or(KeyError::Truncated("bucket length"))?;
+        let (&depth, rest) = rest.split_first().ok_or(KeyError::Truncated("bucket length"))?;
         let depth = usize::from(depth);
         if depth > MAX_BUCKET_NIBBLES {
             return Err(KeyError::BucketTooDeep(depth));
@@ -112,10 +109,7 @@ impl NodeKey {
         if !rest.is_empty() {
             return Err(KeyError::Trailing(rest.len()));
         }
-        Ok(NodeKey {
-            path: path.to_owned(),
-            bucket: bucket.to_vec(),
-        })
+        Ok(NodeKey { path: path.to_owned(), bucket: bucket.to_vec() })
     }
 }
 
@@ -134,10 +128,7 @@ impl NodeValue {
         let (acc, count) = fixed.split_at(32);
         let acc: [u8; 32] = acc.try_into().map_err(|_| ValueError(bytes.len()))?;
         let count: [u8; 8] = count.try_into().map_err(|_| ValueError(bytes.len()))?;
-        Ok(NodeValue {
-            acc: Acc::from_bytes(&acc),
-            count: u64::from_le_bytes(count),
-        })
+        Ok(NodeValue { acc: Acc::from_bytes(&acc), count: u64::from_le_bytes(count) })
     }
 }
 
@@ -147,16 +138,10 @@ mod tests {
 
     #[test]
     fn key_round_trips_and_refuses_damage() {
-        let key = NodeKey {
-            path: "t1.u2".into(),
-            bucket: vec![3, 15, 0],
-        };
+        let key = NodeKey { path: "t1.u2".into(), bucket: vec![3, 15, 0] };
         let bytes = key.encode().unwrap();
         assert_eq!(NodeKey::decode(&bytes), Ok(key.clone()));
-        assert_eq!(
-            NodeKey::decode(&bytes[..bytes.len() - 1]),
-            Err(KeyError::Truncated("bucket"))
-        );
+        assert_eq!(NodeKey::decode(&bytes[..bytes.len() - 1]), Err(KeyError::Truncated("bucket")));
         let mut extra = bytes.clone();
         extra.push(0);
         assert_eq!(NodeKey::decode(&extra), Err(KeyError::Trailing(1)));
@@ -173,10 +158,7 @@ mod tests {
     fn key_decode_refuses_invalid_paths() {
         let key = NodeKey::path("a..b");
         let bytes = key.encode().unwrap();
-        assert!(matches!(
-            NodeKey::decode(&bytes),
-            Err(KeyError::Path(IdError::EmptySegment(_)))
-        ));
+        assert!(matches!(NodeKey::decode(&bytes), Err(KeyError::Path(IdError::EmptySegment(_)))));
         let root = NodeKey::root().encode().unwrap();
         assert_eq!(root, vec![1, 0, 0, 0, 0, 0]);
         assert_eq!(NodeKey::decode(&root), Ok(NodeKey::root()));
@@ -184,19 +166,13 @@ mod tests {
 
     #[test]
     fn encode_refuses_non_nibbles() {
-        let key = NodeKey {
-            path: String::new(),
-            bucket: vec![16],
-        };
+        let key = NodeKey { path: String::new(), bucket: vec![16] };
         assert!(key.encode().is_err());
     }
 
     #[test]
     fn value_round_trips_and_checks_length() {
-        let v = NodeValue {
-            acc: Acc([1, 2, 3, u64::MAX]),
-            count: 77,
-        };
+        let v = NodeValue { acc: Acc([1, 2, 3, u64::MAX]), count: 77 };
         assert_eq!(NodeValue::from_bytes(&v.to_bytes()), Ok(v));
         assert_eq!(NodeValue::from_bytes(&[0u8; 39]), Err(ValueError(39)));
     }

@@ -240,11 +240,7 @@ where
 }
 
 fn malformed<EA, EB>(side: Side, key: &NodeKey, reason: &'static str) -> DiffError<EA, EB> {
-    DiffError::Malformed {
-        side,
-        key: key.clone(),
-        reason,
-    }
+    DiffError::Malformed { side, key: key.clone(), reason }
 }
 
 /// One side's children of `key`: asked from the source only when it holds the node.
@@ -279,21 +275,14 @@ struct Grouped {
 
 impl Grouped {
     fn new(listing: Listing, depth: usize) -> Result<Grouped, &'static str> {
-        let mut g = Grouped {
-            values: [NodeValue::EMPTY; 16],
-            real: 0,
-            entries: Vec::new(),
-        };
+        let mut g = Grouped { values: [NodeValue::EMPTY; 16], real: 0, entries: Vec::new() };
         match listing {
             Listing::Buckets(buckets) => {
                 if depth >= MAX_BUCKET_NIBBLES {
                     return Err("split deeper than 64 nibbles");
                 }
                 for (n, v) in buckets {
-                    let slot = g
-                        .values
-                        .get_mut(usize::from(n))
-                        .ok_or("bucket nibble above 15")?;
+                    let slot = g.values.get_mut(usize::from(n)).ok_or("bucket nibble above 15")?;
                     if g.real & (1 << n) != 0 {
                         return Err("bucket listed twice");
                     }
@@ -337,12 +326,7 @@ impl Grouped {
             self.entries.truncate(start);
             return View::Absent;
         }
-        let (e, h) = self
-            .entries
-            .split_off(start)
-            .into_iter()
-            .map(|(_, e, h)| (e, h))
-            .unzip();
+        let (e, h) = self.entries.split_off(start).into_iter().map(|(_, e, h)| (e, h)).unzip();
         View::Virtual(e, h)
     }
 }
@@ -384,41 +368,22 @@ fn compare_entries(
             std::cmp::Ordering::Equal => (ia.next(), ib.next()),
         };
         match (x, y) {
-            (
-                Some(Entry::Leaf {
-                    segment,
-                    digest: da,
-                }),
-                Some(Entry::Leaf { digest: db, .. }),
-            ) if da != db => {
-                out.push(Difference {
-                    id: join(&key.path, &segment),
-                    kind: DiffKind::Different,
-                });
+            (Some(Entry::Leaf { segment, digest: da }), Some(Entry::Leaf { digest: db, .. }))
+                if da != db =>
+            {
+                out.push(Difference { id: join(&key.path, &segment), kind: DiffKind::Different });
             }
             (Some(Entry::Leaf { segment, .. }), None) => {
-                out.push(Difference {
-                    id: join(&key.path, &segment),
-                    kind: DiffKind::OnlyInA,
-                });
+                out.push(Difference { id: join(&key.path, &segment), kind: DiffKind::OnlyInA });
             }
             (None, Some(Entry::Leaf { segment, .. })) => {
-                out.push(Difference {
-                    id: join(&key.path, &segment),
-                    kind: DiffKind::OnlyInB,
-                });
+                out.push(Difference { id: join(&key.path, &segment), kind: DiffKind::OnlyInB });
             }
             (Some(Entry::Path { segment, value: va }), Some(Entry::Path { value: vb, .. }))
                 if va != vb =>
             {
                 let key = key.child_path(&segment);
-                stack.push(Task {
-                    key,
-                    a: View::Real,
-                    b: View::Real,
-                    va,
-                    vb,
-                });
+                stack.push(Task { key, a: View::Real, b: View::Real, va, vb });
             }
             (Some(Entry::Path { segment, value }), None) => {
                 let key = key.child_path(&segment);

@@ -58,20 +58,14 @@ impl NodeKey {
 
     /// The path node for a dotted prefix (`""` for the root).
     pub fn path(path: impl Into<String>) -> NodeKey {
-        NodeKey {
-            path: path.into(),
-            bucket: Vec::new(),
-        }
+        NodeKey { path: path.into(), bucket: Vec::new() }
     }
 
     /// The sub-bucket `nibble` of this node.
     pub fn child_bucket(&self, nibble: u8) -> NodeKey {
         let mut bucket = self.bucket.clone();
         bucket.push(nibble);
-        NodeKey {
-            path: self.path.clone(),
-            bucket,
-        }
+        NodeKey { path: self.path.clone(), bucket }
     }
 
     /// The path node of an entry `segment` directly under this node's path.
@@ -181,11 +175,7 @@ mod tests {
         assert_eq!(split_id("solo"), Ok(("", "solo")));
         assert_eq!(split_id(""), Err(IdError::Empty));
         for bad in [".a", "a.", "a..b", "."] {
-            assert_eq!(
-                split_id(bad),
-                Err(IdError::EmptySegment(bad.to_owned())),
-                "{bad}"
-            );
+            assert_eq!(split_id(bad), Err(IdError::EmptySegment(bad.to_owned())), "{bad}");
         }
     }
 
@@ -199,11 +189,7 @@ mod tests {
             (0xa, 0xb, 0, 0xc)
         );
         assert_eq!(nibble(&Digest([0xff; 32]), 63), 0xf);
-        assert_eq!(
-            nibble(&Digest([0xff; 32]), 64),
-            0,
-            "beyond the digest, no panic"
-        );
+        assert_eq!(nibble(&Digest([0xff; 32]), 64), 0, "beyond the digest, no panic");
     }
 
     #[test]

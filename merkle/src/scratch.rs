@@ -15,11 +15,7 @@ use crate::types::{Digest, NodeValue};
 /// The entry of `id` directly under path `path`: `(segment, is_leaf)`, None when `id` is not
 /// strictly beneath `path`.
 fn entry_of<'a>(path: &str, id: &'a str) -> Option<(&'a str, bool)> {
-    let rest = if path.is_empty() {
-        id
-    } else {
-        id.strip_prefix(path)?.strip_prefix('.')?
-    };
+    let rest = if path.is_empty() { id } else { id.strip_prefix(path)?.strip_prefix('.')? };
     Some(match rest.find('.') {
         Some(i) => (&rest[..i], false),
         None => (rest, true),
@@ -69,14 +65,8 @@ pub fn entries<'a>(
     }
     let mut out: Vec<Entry> = leaves
         .into_iter()
-        .map(|(s, d)| Entry::Leaf {
-            segment: s.to_owned(),
-            digest: d,
-        })
-        .chain(paths.into_iter().map(|(s, v)| Entry::Path {
-            segment: s.to_owned(),
-            value: v,
-        }))
+        .map(|(s, d)| Entry::Leaf { segment: s.to_owned(), digest: d })
+        .chain(paths.into_iter().map(|(s, v)| Entry::Path { segment: s.to_owned(), value: v }))
         .collect();
     out.sort_by(|x, y| {
         (x.segment(), matches!(x, Entry::Path { .. }))
@@ -96,10 +86,7 @@ pub struct ScratchTree {
 impl ScratchTree {
     /// The items (later duplicates of an id win), split to `depth` bucket nibbles.
     pub fn new(items: impl IntoIterator<Item = (String, Digest)>, depth: usize) -> ScratchTree {
-        ScratchTree {
-            items: items.into_iter().collect(),
-            depth: depth.min(64),
-        }
+        ScratchTree { items: items.into_iter().collect(), depth: depth.min(64) }
     }
 
     /// The items, sorted by id.

@@ -63,15 +63,8 @@ mod tests {
 
     #[test]
     fn short_and_long_segments_round_trip() {
-        for s in [
-            "",
-            "a",
-            "i123456",
-            "ünïcødé",
-            &"x".repeat(22),
-            &"y".repeat(23),
-            &"é".repeat(40),
-        ] {
+        for s in ["", "a", "i123456", "ünïcødé", &"x".repeat(22), &"y".repeat(23), &"é".repeat(40)]
+        {
             let seg = Seg::new(s);
             assert_eq!(seg.as_str(), s);
             assert_eq!(seg.as_bytes(), s.as_bytes());

@@ -37,10 +37,7 @@ impl PathNode {
             Some(i) => hash_prefix(&path[i + 1..]),
             None => hash_prefix(path),
         };
-        PathNode {
-            root: Bucket::default(),
-            hash,
-        }
+        PathNode { root: Bucket::default(), hash }
     }
 }
 
@@ -93,11 +90,7 @@ impl MemTree {
     pub fn with_cap(cap: usize) -> MemTree {
         let mut paths = HashMap::new();
         paths.insert(Box::<str>::from(""), PathNode::new(""));
-        MemTree {
-            paths,
-            leaves: 0,
-            cap: cap.max(1),
-        }
+        MemTree { paths, leaves: 0, cap: cap.max(1) }
     }
 
     /// A tree holding `items` (later duplicates of an id win).
@@ -143,11 +136,7 @@ impl MemTree {
         for c in changes.iter() {
             let current = self.get_leaf(&c.id);
             if current != c.old {
-                return Err(ApplyError::StaleOld {
-                    id: c.id.clone(),
-                    expected: c.old,
-                    current,
-                });
+                return Err(ApplyError::StaleOld { id: c.id.clone(), expected: c.old, current });
             }
         }
         for c in changes.iter() {
@@ -179,19 +168,14 @@ impl MemTree {
     /// the flat bucket (filtered by the remaining nibbles when `key` lies below it). An absent
     /// node has no entries.
     pub fn children(&self, key: &NodeKey) -> Children {
-        let Some((n, _, depth)) = self
-            .paths
-            .get(key.path.as_str())
-            .and_then(|p| p.root.find(&key.bucket))
+        let Some((n, _, depth)) =
+            self.paths.get(key.path.as_str()).and_then(|p| p.root.find(&key.bucket))
         else {
             return Children::Entries(Vec::new());
         };
         match n {
             Node::Split(split) => Children::Buckets(
-                (0u8..16)
-                    .zip(split.values)
-                    .filter(|(_, v)| v.count != 0)
-                    .collect(),
+                (0u8..16).zip(split.values).filter(|(_, v)| v.count != 0).collect(),
             ),
             Node::Flat(flat) => Children::Entries(flat_entries(flat, &key.bucket, depth)),
             Node::Empty => Children::Entries(Vec::new()),
@@ -200,10 +184,7 @@ impl MemTree {
 
     /// The root's value.
     pub fn root_value(&self) -> NodeValue {
-        self.paths
-            .get("")
-            .map(|p| p.root.value)
-            .unwrap_or(NodeValue::EMPTY)
+        self.paths.get("").map(|p| p.root.value).unwrap_or(NodeValue::EMPTY)
     }
 
     /// The root hash two trees compare.
@@ -222,19 +203,14 @@ impl MemTree {
 
     /// Node counts and approximate memory.
     pub fn stats(&self) -> TreeStats {
-        let mut s = TreeStats {
-            leaves: self.leaves,
-            ..TreeStats::default()
-        };
+        let mut s = TreeStats { leaves: self.leaves, ..TreeStats::default() };
         let entry = std::mem::size_of::<(Box<str>, PathNode)>() + 1;
         s.approx_bytes = self.paths.capacity() * entry;
         for (path, node) in &self.paths {
             s.path_nodes += 1;
             s.approx_bytes += heap_size(path.len());
             let mut buckets = 0;
-            node.root
-                .node
-                .stats(&mut buckets, &mut s.slots, &mut s.approx_bytes);
+            node.root.node.stats(&mut buckets, &mut s.slots, &mut s.approx_bytes);
             s.bucket_nodes += buckets.saturating_sub(1);
         }
         s
@@ -306,11 +282,8 @@ fn leaf_value(d: Option<Digest>) -> NodeValue {
 fn flat_entries(flat: &Flat, nibbles: &[u8], depth: usize) -> Vec<Entry> {
     let mut out = Vec::with_capacity(flat.slots.len() + 1);
     for (k, s) in flat.slots.iter().enumerate() {
-        let matches = nibbles
-            .iter()
-            .enumerate()
-            .skip(depth)
-            .all(|(i, &n)| flat.nibble(k, i) == Some(n));
+        let matches =
+            nibbles.iter().enumerate().skip(depth).all(|(i, &n)| flat.nibble(k, i) == Some(n));
         if matches {
             s.push_entries(&mut out);
         }

@@ -130,17 +130,11 @@ pub struct NodeValue {
 
 impl NodeValue {
     /// The value of an empty node.
-    pub const EMPTY: NodeValue = NodeValue {
-        acc: Acc::ZERO,
-        count: 0,
-    };
+    pub const EMPTY: NodeValue = NodeValue { acc: Acc::ZERO, count: 0 };
 
     /// The value of a node holding exactly one leaf.
     pub fn leaf(d: &Digest) -> NodeValue {
-        NodeValue {
-            acc: Acc::from_digest(d),
-            count: 1,
-        }
+        NodeValue { acc: Acc::from_digest(d), count: 1 }
     }
 
     /// True when no leaf is beneath the node.
@@ -150,18 +144,12 @@ impl NodeValue {
 
     /// Combine two disjoint sets of leaves.
     pub fn plus(self, other: NodeValue) -> NodeValue {
-        NodeValue {
-            acc: self.acc.add(other.acc),
-            count: self.count.wrapping_add(other.count),
-        }
+        NodeValue { acc: self.acc.add(other.acc), count: self.count.wrapping_add(other.count) }
     }
 
     /// Remove a subset of leaves.
     pub fn minus(self, other: NodeValue) -> NodeValue {
-        NodeValue {
-            acc: self.acc.sub(other.acc),
-            count: self.count.wrapping_sub(other.count),
-        }
+        NodeValue { acc: self.acc.sub(other.acc), count: self.count.wrapping_sub(other.count) }
     }
 
     /// The hash two trees compare: `H(node tag, acc, count)`, or [`Digest::ZERO`] when empty.

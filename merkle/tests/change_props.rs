@@ -27,13 +27,7 @@ impl RowStore {
         for pd in cs.path_deltas() {
             let mut writes = vec![(NodeKey::path(pd.path.as_str()), pd.total)];
             for (bucket, d) in pd.bucket_deltas(self.depth) {
-                writes.push((
-                    NodeKey {
-                        path: pd.path.clone(),
-                        bucket,
-                    },
-                    d,
-                ));
+                writes.push((NodeKey { path: pd.path.clone(), bucket }, d));
             }
             for (key, d) in writes {
                 let v = d.apply(self.nodes.get(&key).copied().unwrap_or_default());
@@ -171,16 +165,10 @@ fn bucket_deltas_follow_the_segment_hash() {
     let mut cs = ChangeSet::new();
     cs.upsert("p.x", None, digest("p.x", 0)).unwrap();
     let pd = cs.path_deltas();
-    assert_eq!(
-        pd.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
-        ["", "p"]
-    );
+    assert_eq!(pd.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), ["", "p"]);
     let h = segment_hash("x");
     let buckets: Vec<Vec<u8>> = pd[1].bucket_deltas(2).into_iter().map(|(b, _)| b).collect();
-    assert_eq!(
-        buckets,
-        vec![vec![nibble(&h, 0)], vec![nibble(&h, 0), nibble(&h, 1)]]
-    );
+    assert_eq!(buckets, vec![vec![nibble(&h, 0)], vec![nibble(&h, 0), nibble(&h, 1)]]);
 }
 
 #[test]
@@ -188,15 +176,9 @@ fn change_chains_must_connect_and_no_ops_vanish() {
     let mut cs = ChangeSet::new();
     let (d1, d2) = (digest("a", 1), digest("a", 2));
     cs.upsert("a", None, d1).unwrap();
-    assert!(
-        cs.upsert("a", Some(d2), d1).is_err(),
-        "second change must start at d1"
-    );
+    assert!(cs.upsert("a", Some(d2), d1).is_err(), "second change must start at d1");
     cs.remove("a", d1).unwrap();
     assert_eq!(cs.len(), 1);
-    assert!(
-        cs.path_deltas().is_empty(),
-        "insert then delete in one batch is a no-op"
-    );
+    assert!(cs.path_deltas().is_empty(), "insert then delete in one batch is a no-op");
     assert!(cs.push("a..b", None, Some(d1)).is_err());
 }

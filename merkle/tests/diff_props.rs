@@ -22,22 +22,15 @@ fn expected(
     let mut out = Vec::new();
     for (id, da) in a.iter().filter(|(id, _)| under(id)) {
         match b.get(id) {
-            None => out.push(Difference {
-                id: id.clone(),
-                kind: DiffKind::OnlyInA,
-            }),
-            Some(db) if db != da => out.push(Difference {
-                id: id.clone(),
-                kind: DiffKind::Different,
-            }),
+            None => out.push(Difference { id: id.clone(), kind: DiffKind::OnlyInA }),
+            Some(db) if db != da => {
+                out.push(Difference { id: id.clone(), kind: DiffKind::Different })
+            }
             Some(_) => {}
         }
     }
     for id in b.keys().filter(|id| under(id) && !a.contains_key(*id)) {
-        out.push(Difference {
-            id: id.clone(),
-            kind: DiffKind::OnlyInB,
-        });
+        out.push(Difference { id: id.clone(), kind: DiffKind::OnlyInB });
     }
     out.sort();
     out
@@ -71,10 +64,9 @@ fn build(shape: Shape, model: &BTreeMap<String, Digest>) -> Source {
             }
             Source::Mem(t)
         }
-        Shape::Scratch(depth) => Source::Scratch(ScratchTree::new(
-            model.iter().map(|(k, v)| (k.clone(), *v)),
-            depth,
-        )),
+        Shape::Scratch(depth) => {
+            Source::Scratch(ScratchTree::new(model.iter().map(|(k, v)| (k.clone(), *v)), depth))
+        }
     }
 }
 
@@ -93,11 +85,8 @@ fn run(a: &Source, b: &Source, prefix: &str) -> sync_engine_merkle::DiffReport {
 
 /// B = A with some ids changed, removed or added.
 fn pair() -> impl Strategy<Value = (BTreeMap<String, u64>, BTreeMap<String, u64>)> {
-    (
-        items(150),
-        prop::collection::vec((id(), prop::option::of(0u64..4)), 0..30),
-    )
-        .prop_map(|(a, edits)| {
+    (items(150), prop::collection::vec((id(), prop::option::of(0u64..4)), 0..30)).prop_map(
+        |(a, edits)| {
             let mut b = a.clone();
             for (id, v) in edits {
                 match v {
@@ -106,7 +95,8 @@ fn pair() -> impl Strategy<Value = (BTreeMap<String, u64>, BTreeMap<String, u64>
                 };
             }
             (a, b)
-        })
+        },
+    )
 }
 
 proptest! {
@@ -181,10 +171,7 @@ impl ChildrenSource for Broken {
         std::future::ready(Ok(Some(NodeValue::leaf(&digest("x", 0)))))
     }
     fn children(&self, _: &NodeKey) -> impl Future<Output = Result<Children, String>> + Send {
-        std::future::ready(Ok(Children::Buckets(vec![(
-            16,
-            NodeValue::leaf(&digest("x", 0)),
-        )])))
+        std::future::ready(Ok(Children::Buckets(vec![(16, NodeValue::leaf(&digest("x", 0)))])))
     }
 }
 
@@ -205,11 +192,9 @@ impl ChildrenSource for Down {
 fn malformed_or_failing_sources_are_errors_naming_the_side() {
     let t = MemTree::new();
     match block_on(diff(&t, &Broken, "")) {
-        Err(DiffError::Malformed {
-            side: Side::B,
-            reason,
-            ..
-        }) => assert!(reason.contains("nibble")),
+        Err(DiffError::Malformed { side: Side::B, reason, .. }) => {
+            assert!(reason.contains("nibble"))
+        }
         other => panic!("unexpected {other:?}"),
     }
     match block_on(diff(&Down, &t, "")) {

@@ -14,11 +14,7 @@ use sync_engine_merkle::{ChangeSet, Children, Digest, Entry, MemTree, NodeKey, N
 fn check_subtree(tree: &MemTree, model: &BTreeMap<String, Digest>, key: &NodeKey) -> usize {
     let it = || model.iter().map(|(k, v)| (k.as_str(), v));
     let expect = node_value(it(), key);
-    assert_eq!(
-        tree.node(key).unwrap_or(NodeValue::EMPTY),
-        expect,
-        "value of {key:?}"
-    );
+    assert_eq!(tree.node(key).unwrap_or(NodeValue::EMPTY), expect, "value of {key:?}");
     let mut visited = 1;
     match tree.children(key) {
         Children::Buckets(buckets) => {
@@ -34,10 +30,7 @@ fn check_subtree(tree: &MemTree, model: &BTreeMap<String, Digest>, key: &NodeKey
             assert_eq!(sum, expect, "buckets of {key:?} sum to the node");
         }
         Children::Entries(mut list) => {
-            assert!(
-                list.len() <= 2 * tree.cap(),
-                "flat bucket {key:?} over capacity"
-            );
+            assert!(list.len() <= 2 * tree.cap(), "flat bucket {key:?} over capacity");
             list.sort_by(|x, y| {
                 (x.segment(), matches!(x, Entry::Path { .. }))
                     .cmp(&(y.segment(), matches!(y, Entry::Path { .. })))
@@ -193,9 +186,7 @@ fn ids_that_prefix_others_are_distinct_entries() {
     t.upsert("a.b", ab).unwrap();
     t.upsert("a.b.c", abc).unwrap();
     t.upsert("a", digest("a", 1)).unwrap();
-    let Children::Entries(mut list) = t.children(&NodeKey::path("a")) else {
-        panic!("flat")
-    };
+    let Children::Entries(mut list) = t.children(&NodeKey::path("a")) else { panic!("flat") };
     list.sort_by(|x, y| {
         x.segment()
             .cmp(y.segment())
@@ -204,14 +195,8 @@ fn ids_that_prefix_others_are_distinct_entries() {
     assert_eq!(
         list,
         vec![
-            Entry::Leaf {
-                segment: "b".into(),
-                digest: ab
-            },
-            Entry::Path {
-                segment: "b".into(),
-                value: NodeValue::leaf(&abc)
-            },
+            Entry::Leaf { segment: "b".into(), digest: ab },
+            Entry::Path { segment: "b".into(), value: NodeValue::leaf(&abc) },
         ]
     );
     // The leaf `a.b` is not beneath the path node `a.b`.
@@ -243,8 +228,7 @@ fn apply_checks_every_old_before_changing_anything() {
     let before = t.clone().root_value();
     let mut cs = ChangeSet::new();
     cs.upsert("a.2", None, digest("a.2", 1)).unwrap();
-    cs.upsert("a.1", Some(digest("a.1", 9)), digest("a.1", 2))
-        .unwrap();
+    cs.upsert("a.1", Some(digest("a.1", 9)), digest("a.1", 2)).unwrap();
     let err = t.apply(&cs).unwrap_err();
     assert!(err.to_string().contains("a.1"), "{err}");
     assert_eq!(t.root_value(), before);
@@ -283,18 +267,9 @@ fn arbitrary_keys_never_panic_the_tree() {
         t.upsert(&id, digest(&id, 0)).unwrap();
     }
     for bucket in [vec![16], vec![255, 3], vec![0; 70], vec![1; 17]] {
-        let key = NodeKey {
-            path: "w".into(),
-            bucket,
-        };
+        let key = NodeKey { path: "w".into(), bucket };
         let _ = t.node(&key);
         let _ = t.children(&key);
     }
-    assert_eq!(
-        t.node(&NodeKey {
-            path: "w".into(),
-            bucket: vec![16]
-        }),
-        None
-    );
+    assert_eq!(t.node(&NodeKey { path: "w".into(), bucket: vec![16] }), None);
 }

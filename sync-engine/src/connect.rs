@@ -28,7 +28,9 @@ pub struct Node {
 fn missing(field: &str, url: &SecretUrl, feature: &str) -> Error {
     Error::new(
         ErrorKind::Unsupported,
-        format!("{field} `{url}` needs the `{feature}` feature of sync-engine, which this build lacks"),
+        format!(
+            "{field} `{url}` needs the `{feature}` feature of sync-engine, which this build lacks"
+        ),
     )
     .with_operation("connect")
 }
@@ -42,7 +44,10 @@ pub async fn open_l3(config: &Config) -> Result<Arc<dyn L3Store>> {
         "mysql" | "mariadb" => "mysql",
         "postgres" | "postgresql" => "postgres",
         other => {
-            return Err(Error::new(ErrorKind::Config, format!("sql_url `{url}`: unknown scheme `{other}`")))
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("sql_url `{url}`: unknown scheme `{other}`"),
+            ))
         }
     };
     let compiled = match feature {
@@ -89,7 +94,10 @@ pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
     {
         Err(Error::new(
             ErrorKind::Unsupported,
-            format!("wal_path `{}` needs the `wal-sqlite` feature of sync-engine", config.wal_path.display()),
+            format!(
+                "wal_path `{}` needs the `wal-sqlite` feature of sync-engine",
+                config.wal_path.display()
+            ),
         ))
     }
 }
@@ -102,7 +110,9 @@ pub async fn open_backends(config: &Config) -> Result<Backends> {
     let l3 = open_l3(config).await?;
     let l2 = match open_l2(config).await {
         Ok(l2) => l2,
-        Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => return Err(e),
+        Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => {
+            return Err(e)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "L2 unreachable; starting without it");
             None
@@ -114,7 +124,8 @@ pub async fn open_backends(config: &Config) -> Result<Backends> {
 /// Open the backends the configuration names and start an engine over them.
 pub async fn connect(config: Config) -> Result<Node> {
     let backends = open_backends(&config).await?;
-    let mut builder = SyncEngine::builder(config).archive_arc(backends.l3.clone()).wal_arc(backends.wal.clone());
+    let mut builder =
+        SyncEngine::builder(config).archive_arc(backends.l3.clone()).wal_arc(backends.wal.clone());
     if let Some(l2) = &backends.l2 {
         builder = builder.cache_arc(l2.clone());
     }

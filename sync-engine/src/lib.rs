@@ -19,10 +19,12 @@
 mod connect;
 
 pub use connect::{connect, open_backends, Backends, Node};
-pub use sync_engine_core::engine::{BackpressureLevel, BreakerState, EngineState, Health, RepairReport, TickReport};
+pub use sync_engine_core::engine::{
+    BackpressureLevel, BreakerState, EngineState, Health, RepairReport, TickReport,
+};
 pub use sync_engine_core::{
-    memory, store, Config, ConfigError, Error, ErrorKind, ObjectId, Result, Route, SecretUrl, Status,
-    SubmitOptions, SyncEngine, SyncItem,
+    memory, store, Config, ConfigError, Error, ErrorKind, ObjectId, Result, Route, SecretUrl,
+    Status, SubmitOptions, SyncEngine, SyncItem,
 };
 
 /// The core crate, for what is not re-exported.

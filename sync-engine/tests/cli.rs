@@ -22,12 +22,22 @@ fn cmd(dir: &TempDir) -> Command {
 #[test]
 fn demo_runs_on_embedded_sqlite() {
     let dir = TempDir::new().unwrap();
-    let out = cmd(&dir).args(["demo", "--items", "300", "--json"]).assert().success().get_output().stdout.clone();
+    let out = cmd(&dir)
+        .args(["demo", "--items", "300", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).expect("json output");
     assert_eq!(v["l3_count"], 300);
     assert_eq!(v["l3_root"].as_str().map(str::len), Some(64));
     // Running it again updates the same ids.
-    cmd(&dir).args(["demo", "--items", "300"]).assert().success().stdout(predicate::str::contains("l3_count"));
+    cmd(&dir)
+        .args(["demo", "--items", "300"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("l3_count"));
 }
 
 #[test]
@@ -35,12 +45,28 @@ fn put_get_delete_scan_across_invocations() {
     let dir = TempDir::new().unwrap();
     cmd(&dir).args(["put", "app.users.1", "alice"]).assert().success();
     cmd(&dir).args(["put", "app.users.2", "bob"]).assert().success();
-    cmd(&dir).args(["get", "app.users.1"]).assert().success().stdout(predicate::str::contains("alice"));
+    cmd(&dir)
+        .args(["get", "app.users.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("alice"));
     cmd(&dir).args(["scan", "app.users."]).assert().success().stdout("app.users.1\napp.users.2\n");
     cmd(&dir).args(["delete", "app.users.1"]).assert().success();
-    cmd(&dir).args(["get", "app.users.1"]).assert().failure().stderr(predicate::str::contains("not found"));
-    cmd(&dir).args(["scan", "app.users.", "--json"]).assert().success().stdout(predicate::str::contains("app.users.2"));
-    cmd(&dir).args(["wal", "status", "--json"]).assert().success().stdout(predicate::str::contains("\"pending_items\":0"));
+    cmd(&dir)
+        .args(["get", "app.users.1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not found"));
+    cmd(&dir)
+        .args(["scan", "app.users.", "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("app.users.2"));
+    cmd(&dir)
+        .args(["wal", "status", "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"pending_items\":0"));
     cmd(&dir).args(["stats"]).assert().success().stdout(predicate::str::contains("l3_items"));
 }
 
@@ -64,7 +90,11 @@ fn bad_url_names_the_field_and_hides_the_password() {
 #[test]
 fn invalid_id_and_oversized_payload_store_nothing() {
     let dir = TempDir::new().unwrap();
-    cmd(&dir).args(["put", "bad..id", "x"]).assert().failure().stderr(predicate::str::contains("invalid object id"));
+    cmd(&dir)
+        .args(["put", "bad..id", "x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid object id"));
     cmd(&dir)
         .env("SYNC_ENGINE_MAX_PAYLOAD_BYTES", "4")
         .args(["put", "ok.id", "too long"])

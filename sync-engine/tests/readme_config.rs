@@ -12,13 +12,16 @@ fn expected_table() -> String {
     let body = &src[src.find("pub struct Config {").expect("struct")..];
     let body = &body[..body.find("\n}\n").expect("end of struct")];
     let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
-    let mut out = String::from("| option (TOML key; env `SYNC_ENGINE_<KEY>`) | default | meaning |\n|---|---|---|\n");
+    let mut out = String::from(
+        "| option (TOML key; env `SYNC_ENGINE_<KEY>`) | default | meaning |\n|---|---|---|\n",
+    );
     let mut doc = Vec::new();
     for line in body.lines().map(str::trim) {
         if let Some(d) = line.strip_prefix("///") {
             doc.push(d.trim().to_owned());
         } else if let Some(field) = line.strip_prefix("pub ").and_then(|l| l.split(':').next()) {
-            let default = defaults.get(field).map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+            let default =
+                defaults.get(field).map(|v| v.to_string()).unwrap_or_else(|| "none".into());
             out.push_str(&format!("| `{field}` | `{default}` | {} |\n", doc.join(" ")));
             doc.clear();
         }
@@ -28,7 +31,9 @@ fn expected_table() -> String {
 
 #[test]
 fn readme_configuration_table_matches_config() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     let table = expected_table();
     assert!(
         readme.contains(&table),

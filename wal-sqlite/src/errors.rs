@@ -18,12 +18,9 @@ pub(crate) fn file_error(
     path: &Path,
     msg: impl AsRef<str>,
 ) -> Error {
-    Error::new(
-        kind,
-        format!("WAL file {}: {}", path.display(), msg.as_ref()),
-    )
-    .with_operation(op)
-    .with_backend(BACKEND)
+    Error::new(kind, format!("WAL file {}: {}", path.display(), msg.as_ref()))
+        .with_operation(op)
+        .with_backend(BACKEND)
 }
 
 /// A SQLite failure during `op` on the WAL file at `path`.
@@ -33,21 +30,17 @@ pub(crate) fn file_error(
 /// Temporary (freeing space fixes it); everything else is [`ErrorKind::Io`].
 pub(crate) fn sql_error(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
     let (kind, status, what) = match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt) => (
-            ErrorKind::Corrupt,
-            None,
-            "the SQLite file is corrupt (left untouched)",
-        ),
+        Some(ErrorCode::DatabaseCorrupt) => {
+            (ErrorKind::Corrupt, None, "the SQLite file is corrupt (left untouched)")
+        }
         Some(ErrorCode::NotADatabase) => (
             ErrorKind::Corrupt,
             None,
             "not a SQLite database (foreign or damaged file, left untouched)",
         ),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => (
-            ErrorKind::Unavailable,
-            None,
-            "the database is locked by another connection",
-        ),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            (ErrorKind::Unavailable, None, "the database is locked by another connection")
+        }
         Some(ErrorCode::DiskFull) => (ErrorKind::Io, Some(Status::Temporary), "the disk is full"),
         Some(ErrorCode::CannotOpen) => (ErrorKind::Io, None, "cannot open the file"),
         _ => (ErrorKind::Io, None, "SQLite failed"),
@@ -71,10 +64,5 @@ pub(crate) fn record_error(op: &'static str, path: &Path, what: &str, e: RecordE
 
 /// The background thread that owns a connection has stopped (it only stops on close).
 pub(crate) fn stopped(op: &'static str, path: &Path) -> Error {
-    file_error(
-        ErrorKind::Io,
-        op,
-        path,
-        "the WAL's SQLite thread has stopped (the log was closed)",
-    )
+    file_error(ErrorKind::Io, op, path, "the WAL's SQLite thread has stopped (the log was closed)")
 }

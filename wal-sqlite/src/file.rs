@@ -21,10 +21,7 @@ const WAL_MAGICS: [u32; 2] = [0x377f_0682, 0x377f_0683];
 
 /// `path` with `suffix` appended to its file name (`wal.db` → `wal.db-wal`).
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
 }
@@ -47,12 +44,7 @@ pub(crate) fn lock(path: &Path, timeout: Duration) -> Result<LockFile> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| {
-            io_error(
-                OP,
-                path,
-                &format!("cannot create the lock file {}", lock_path.display()),
-                e,
-            )
+            io_error(OP, path, &format!("cannot create the lock file {}", lock_path.display()), e)
         })?;
     let start = Instant::now();
     loop {
@@ -146,25 +138,16 @@ pub(crate) fn create(path: &Path) -> Result<()> {
         ));
     }
     let tmp = sibling(path, ".creating");
-    for leftover in [
-        tmp.clone(),
-        sibling(&tmp, "-journal"),
-        sibling(&tmp, "-wal"),
-        sibling(&tmp, "-shm"),
-    ] {
+    for leftover in
+        [tmp.clone(), sibling(&tmp, "-journal"), sibling(&tmp, "-wal"), sibling(&tmp, "-shm")]
+    {
         remove_if_present(&leftover).map_err(|e| {
-            io_error(
-                OP,
-                path,
-                "cannot remove a leftover of an earlier creation",
-                e,
-            )
+            io_error(OP, path, "cannot remove a leftover of an earlier creation", e)
         })?;
     }
     let sql = |e| sql_error(OP, &tmp, e);
     let mut conn = Connection::open(&tmp).map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
     let state = encode_state(&LogState::default())
         .map_err(|e| file_error(ErrorKind::Io, OP, path, e.to_string()))?;
     let tx = conn.transaction().map_err(sql)?;
@@ -191,10 +174,7 @@ pub(crate) fn create(path: &Path) -> Result<()> {
 pub(crate) fn precheck(path: &Path) -> Result<()> {
     let corrupt = |msg: String| file_error(ErrorKind::Corrupt, OP, path, msg);
     let mut file = File::open(path).map_err(|e| io_error(OP, path, "cannot open", e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| io_error(OP, path, "cannot stat", e))?
-        .len();
+    let len = file.metadata().map_err(|e| io_error(OP, path, "cannot stat", e))?.len();
     if len == 0 {
         return Err(corrupt(
             "is empty (0 bytes): truncated or not a WAL file; a new log is only ever created complete, so this is damage (file left untouched)".into(),
@@ -218,15 +198,12 @@ pub(crate) fn precheck(path: &Path) -> Result<()> {
         1 => 65_536u64,
         n => u64::from(n),
     };
-    let page_count = u64::from(u32::from_be_bytes([
-        header[28], header[29], header[30], header[31],
-    ]));
+    let page_count =
+        u64::from(u32::from_be_bytes([header[28], header[29], header[30], header[31]]));
     // The in-header page count is trustworthy only when its "version-valid-for" number equals
     // the change counter (always so for files written by SQLite >= 3.7).
     let count_valid = header[92..96] == header[24..28];
-    let wal_len = fs::metadata(sibling(path, "-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let wal_len = fs::metadata(sibling(path, "-wal")).map(|m| m.len()).unwrap_or(0);
     if wal_len == 0 && count_valid && len < page_count.saturating_mul(page_size) {
         return Err(corrupt(format!(
             "is truncated: its header promises {page_count} pages of {page_size} bytes ({} bytes) but the file has {len} bytes (left untouched)",

@@ -37,19 +37,10 @@ pub struct DamagedRange {
 
 /// A request to the reader thread.
 pub(crate) enum ReadCmd {
-    Peek {
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<WalEntry>>>,
-    },
-    LoadSnapshot {
-        reply: oneshot::Sender<Result<Option<FilterSnapshot>>>,
-    },
-    Damaged {
-        reply: oneshot::Sender<Result<Vec<DamagedRange>>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
+    Peek { limit: usize, reply: oneshot::Sender<Result<Vec<WalEntry>>> },
+    LoadSnapshot { reply: oneshot::Sender<Result<Option<FilterSnapshot>>> },
+    Damaged { reply: oneshot::Sender<Result<Vec<DamagedRange>>> },
+    Close { reply: oneshot::Sender<()> },
 }
 
 /// The reader thread's state.
@@ -121,26 +112,21 @@ impl Reader {
             self.writer
                 .send(WriteCmd::Quarantine { seq, reason, reply })
                 .map_err(|_| stopped("peek", &self.path))?;
-            wait.blocking_recv()
-                .map_err(|_| stopped("peek", &self.path))??;
+            wait.blocking_recv().map_err(|_| stopped("peek", &self.path))??;
         }
     }
 
     fn load_snapshot(&self) -> Result<Option<FilterSnapshot>> {
         let sql = |e| sql_error("load_snapshot", &self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT record FROM meta WHERE slot = ?1")
-            .map_err(sql)?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT record FROM meta WHERE slot = ?1").map_err(sql)?;
         let mut rows = stmt.query([SNAPSHOT_SLOT]).map_err(sql)?;
         let Some(row) = rows.next().map_err(sql)? else {
             return Ok(None);
         };
         let decoded = match row.get_ref(0).map_err(sql)? {
             rusqlite::types::ValueRef::Blob(raw) => decode_snapshot(raw),
-            _ => Err(RecordError::Decode(
-                "the stored snapshot is not a blob".into(),
-            )),
+            _ => Err(RecordError::Decode("the stored snapshot is not a blob".into())),
         };
         decoded.map(Some).map_err(|e| {
             let err = record_error(

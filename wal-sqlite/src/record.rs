@@ -177,11 +177,7 @@ fn unframe<'a>(
     };
     let found = [head[0], head[1], head[2], head[3]];
     if found != magic {
-        return Err(RecordError::BadMagic {
-            found,
-            expected: magic,
-            what,
-        });
+        return Err(RecordError::BadMagic { found, expected: magic, what });
     }
     let version = u16::from_le_bytes([head[4], head[5]]);
     if version != RECORD_VERSION {
@@ -190,11 +186,7 @@ fn unframe<'a>(
     let stored = u32::from_le_bytes([head[6], head[7], head[8], head[9]]);
     let computed = crc(key, record);
     if stored != computed {
-        return Err(RecordError::Checksum {
-            stored,
-            computed,
-            key,
-        });
+        return Err(RecordError::Checksum { stored, computed, key });
     }
     Ok(payload)
 }
@@ -345,20 +337,11 @@ mod tests {
     fn errors_name_what_is_wrong() {
         let it = item("a.b", 3, b"xyz".to_vec(), false, Some("s".into()));
         let rec = encode_record(5, &it).unwrap();
-        assert!(matches!(
-            decode_record(6, &rec),
-            Err(RecordError::Checksum { key: 6, .. })
-        ));
-        assert!(matches!(
-            decode_record(5, &rec[..4]),
-            Err(RecordError::TooShort { len: 4 })
-        ));
+        assert!(matches!(decode_record(6, &rec), Err(RecordError::Checksum { key: 6, .. })));
+        assert!(matches!(decode_record(5, &rec[..4]), Err(RecordError::TooShort { len: 4 })));
         let mut future = rec.clone();
         future[4] = 2;
-        assert_eq!(
-            decode_record(5, &future),
-            Err(RecordError::UnsupportedVersion { found: 2 })
-        );
+        assert_eq!(decode_record(5, &future), Err(RecordError::UnsupportedVersion { found: 2 }));
         let snap = encode_snapshot(&FilterSnapshot {
             bytes: Bytes::from_static(b"f"),
             merkle_root: Digest([9; 32]),
@@ -383,10 +366,7 @@ mod tests {
         )
         .unwrap();
         seal(&mut bad, 1);
-        assert!(matches!(
-            decode_record(1, &bad),
-            Err(RecordError::InvalidId(_))
-        ));
+        assert!(matches!(decode_record(1, &bad), Err(RecordError::InvalidId(_))));
         // Trailing bytes under a valid checksum.
         let mut long = frame_entry(&it).unwrap();
         long.push(0);
@@ -396,10 +376,7 @@ mod tests {
 
     #[test]
     fn state_round_trips() {
-        let s = LogState {
-            last_seq: 77,
-            last_removed: 12,
-        };
+        let s = LogState { last_seq: 77, last_removed: 12 };
         assert_eq!(decode_state(&encode_state(&s).unwrap()), Ok(s));
         assert!(
             decode_state(&encode_record(0, &item("a", 1, vec![], false, None)).unwrap()).is_err()

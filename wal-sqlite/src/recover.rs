@@ -59,8 +59,7 @@ pub(crate) fn quarantine(
          SELECT seq, seq, record, ?2, ?3 FROM entries WHERE seq = ?1",
     )?
     .execute(params![seq, reason, now_ms() as i64])?;
-    tx.prepare_cached("DELETE FROM entries WHERE seq = ?1")?
-        .execute([seq])?;
+    tx.prepare_cached("DELETE FROM entries WHERE seq = ?1")?.execute([seq])?;
     Ok(Some(u64::try_from(len).unwrap_or(0)))
 }
 
@@ -98,11 +97,9 @@ fn seq_u64(seq: i64) -> u64 {
 fn load_state(conn: &Connection, path: &Path) -> Result<(LogState, bool)> {
     let sql = |e| sql_error(OP, path, e);
     let raw: Option<Option<Vec<u8>>> = conn
-        .query_row(
-            "SELECT record FROM meta WHERE slot = ?1",
-            [STATE_SLOT],
-            |r| Ok(r.get_ref(0)?.as_blob().ok().map(<[u8]>::to_vec)),
-        )
+        .query_row("SELECT record FROM meta WHERE slot = ?1", [STATE_SLOT], |r| {
+            Ok(r.get_ref(0)?.as_blob().ok().map(<[u8]>::to_vec))
+        })
         .optional()
         .map_err(sql)?;
     let problem = match raw {
@@ -114,13 +111,10 @@ fn load_state(conn: &Connection, path: &Path) -> Result<(LogState, bool)> {
         None => "missing".to_string(),
     };
     let (max_entry, min_entry): (Option<i64>, Option<i64>) = conn
-        .query_row("SELECT max(seq), min(seq) FROM entries", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row("SELECT max(seq), min(seq) FROM entries", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(sql)?;
-    let max_damaged: Option<i64> = conn
-        .query_row("SELECT max(last_seq) FROM damaged", [], |r| r.get(0))
-        .map_err(sql)?;
+    let max_damaged: Option<i64> =
+        conn.query_row("SELECT max(last_seq) FROM damaged", [], |r| r.get(0)).map_err(sql)?;
     let last_seq = seq_u64(max_entry.unwrap_or(0)).max(seq_u64(max_damaged.unwrap_or(0)));
     let last_removed = min_entry.map_or(last_seq, |m| seq_u64(m).saturating_sub(1));
     tracing::warn!(
@@ -130,13 +124,7 @@ fn load_state(conn: &Connection, path: &Path) -> Result<(LogState, bool)> {
         last_removed,
         "the WAL's state record is {problem}; rebuilt from the entries (missing entries at the tail can no longer be detected)"
     );
-    Ok((
-        LogState {
-            last_seq,
-            last_removed,
-        },
-        true,
-    ))
+    Ok((LogState { last_seq, last_removed }, true))
 }
 
 /// Counts read without decoding, and whether they agree with the state: every seq in
@@ -187,11 +175,7 @@ fn quick_counts(
         _ => true,
     };
     let consistent = inside && seq_u64(items).saturating_add(damaged_in_range) == expected;
-    Ok(Quick {
-        items: seq_u64(items),
-        bytes: seq_u64(bytes),
-        consistent,
-    })
+    Ok(Quick { items: seq_u64(items), bytes: seq_u64(bytes), consistent })
 }
 
 /// Bring the log to a consistent state at open and count it.
@@ -211,9 +195,8 @@ pub(crate) fn recover(
         let mut stmt = conn
             .prepare("SELECT first_seq, last_seq FROM damaged ORDER BY first_seq")
             .map_err(sql)?;
-        let rows = stmt
-            .query_map([], |r| Ok((seq_u64(r.get(0)?), seq_u64(r.get(1)?))))
-            .map_err(sql)?;
+        let rows =
+            stmt.query_map([], |r| Ok((seq_u64(r.get(0)?), seq_u64(r.get(1)?)))).map_err(sql)?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql)?
     };
     let fast = quick_counts(conn, path, &state, &known)?;
@@ -226,18 +209,16 @@ pub(crate) fn recover(
     let mut gaps: Vec<(u64, u64)> = Vec::new();
     let mut stale = 0u64;
     if verify {
-        let mut stmt = conn
-            .prepare("SELECT seq, record FROM entries ORDER BY seq")
-            .map_err(sql)?;
+        let mut stmt = conn.prepare("SELECT seq, record FROM entries ORDER BY seq").map_err(sql)?;
         let mut rows = stmt.query([]).map_err(sql)?;
         let mut prev = state.last_removed;
         while let Some(row) = rows.next().map_err(sql)? {
             let seq: i64 = row.get(0).map_err(sql)?;
             let useq = seq_u64(seq);
             let check = match row.get_ref(1).map_err(sql)? {
-                rusqlite::types::ValueRef::Blob(b) if seq >= 0 => decode_record(useq, b)
-                    .map(|_| b.len() as u64)
-                    .map_err(|e| e.to_string()),
+                rusqlite::types::ValueRef::Blob(b) if seq >= 0 => {
+                    decode_record(useq, b).map(|_| b.len() as u64).map_err(|e| e.to_string())
+                }
                 _ if seq < 0 => Err(format!("negative sequence number {seq}")),
                 _ => Err("record is not a blob".to_string()),
             };
@@ -277,16 +258,10 @@ pub(crate) fn recover(
     }
     // Seqs quarantined now count as accounted for, like those quarantined before.
     let mut known = known;
-    known.extend(
-        bad.iter()
-            .filter(|b| b.0 >= 0)
-            .map(|b| (seq_u64(b.0), seq_u64(b.0))),
-    );
+    known.extend(bad.iter().filter(|b| b.0 >= 0).map(|b| (seq_u64(b.0), seq_u64(b.0))));
     known.sort_unstable();
-    let missing: Vec<(u64, u64)> = gaps
-        .iter()
-        .flat_map(|&(a, b)| uncovered(a, b, &known))
-        .collect();
+    let missing: Vec<(u64, u64)> =
+        gaps.iter().flat_map(|&(a, b)| uncovered(a, b, &known)).collect();
     if !bad.is_empty() || !missing.is_empty() || dirty {
         let now = now_ms() as i64;
         let tx = conn.transaction().map_err(sql)?;
@@ -312,9 +287,8 @@ pub(crate) fn recover(
         write_state(&tx, &state).map_err(sql)?;
         tx.commit().map_err(sql)?;
     }
-    let damaged: i64 = conn
-        .query_row("SELECT count(*) FROM damaged", [], |r| r.get(0))
-        .map_err(sql)?;
+    let damaged: i64 =
+        conn.query_row("SELECT count(*) FROM damaged", [], |r| r.get(0)).map_err(sql)?;
     counters.damaged = seq_u64(damaged);
     Ok((state, counters))
 }
@@ -326,10 +300,7 @@ mod tests {
     #[test]
     fn uncovered_subtracts_known_ranges() {
         assert_eq!(uncovered(1, 10, &[]), vec![(1, 10)]);
-        assert_eq!(
-            uncovered(1, 10, &[(3, 4), (7, 7)]),
-            vec![(1, 2), (5, 6), (8, 10)]
-        );
+        assert_eq!(uncovered(1, 10, &[(3, 4), (7, 7)]), vec![(1, 2), (5, 6), (8, 10)]);
         assert_eq!(uncovered(1, 10, &[(0, 20)]), vec![]);
         assert_eq!(uncovered(5, 6, &[(1, 2), (6, u64::MAX)]), vec![(5, 5)]);
         assert_eq!(uncovered(5, 4, &[]), vec![]);

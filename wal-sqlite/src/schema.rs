@@ -41,9 +41,7 @@ pub(crate) fn create_sql() -> String {
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
     const OP: &str = "open";
     let sql = |e| sql_error(OP, path, e);
-    let app: i32 = conn
-        .pragma_query_value(None, "application_id", |r| r.get(0))
-        .map_err(sql)?;
+    let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
     if app != APPLICATION_ID {
         return Err(file_error(
             ErrorKind::Corrupt,
@@ -54,9 +52,7 @@ pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<()> {
             ),
         ));
     }
-    let version: i32 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
     if version > FORMAT_VERSION {
         return Err(file_error(
             ErrorKind::Unsupported,

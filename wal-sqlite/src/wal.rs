@@ -39,27 +39,22 @@ pub struct SqliteWal {
 
 impl std::fmt::Debug for SqliteWal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteWal")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteWal").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 fn open_conn(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_error("open", path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| sql_error("open", path, e))?;
-    conn.pragma_update(None, "cell_size_check", "ON")
-        .map_err(|e| sql_error("open", path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_error("open", path, e))?;
+    conn.pragma_update(None, "cell_size_check", "ON").map_err(|e| sql_error("open", path, e))?;
     Ok(conn)
 }
 
 fn configure_writer(conn: &Connection, path: &Path) -> Result<()> {
     let sql = |e| sql_error("open", path, e);
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(sql)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(sql)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(file_error(
             ErrorKind::Io,
@@ -68,11 +63,8 @@ fn configure_writer(conn: &Connection, path: &Path) -> Result<()> {
             format!("SQLite refused WAL journal mode (got `{mode}`)"),
         ));
     }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql)?;
-    let sync: i64 = conn
-        .pragma_query_value(None, "synchronous", |r| r.get(0))
-        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(sql)?;
     if sync != 2 {
         return Err(file_error(
             ErrorKind::Io,
@@ -81,12 +73,9 @@ fn configure_writer(conn: &Connection, path: &Path) -> Result<()> {
             format!("SQLite refused synchronous=FULL (got {sync})"),
         ));
     }
-    let page_size: i64 = conn
-        .pragma_query_value(None, "page_size", |r| r.get(0))
-        .map_err(sql)?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(sql)?;
     let limit = file::journal_size_limit(u64::try_from(page_size).unwrap_or(4096));
-    conn.pragma_update(None, "journal_size_limit", limit as i64)
-        .map_err(sql)?;
+    conn.pragma_update(None, "journal_size_limit", limit as i64).map_err(sql)?;
     Ok(())
 }
 
@@ -131,9 +120,7 @@ impl SqliteWal {
         std::fs::create_dir_all(&dir)
             .map_err(|e| io_error("open", &path, "cannot create its directory", e))?;
         let lock = file::lock(&path, options.lock_timeout)?;
-        let exists = path
-            .try_exists()
-            .map_err(|e| io_error("open", &path, "cannot stat", e))?;
+        let exists = path.try_exists().map_err(|e| io_error("open", &path, "cannot stat", e))?;
         if !exists {
             file::create(&path)?;
         }
@@ -177,11 +164,7 @@ impl SqliteWal {
             max_group_bytes: options.max_group_bytes.max(1),
             lock,
         };
-        let reader = Reader {
-            conn: reader_conn,
-            path: path.clone(),
-            writer: wtx.clone(),
-        };
+        let reader = Reader { conn: reader_conn, path: path.clone(), writer: wtx.clone() };
         std::thread::Builder::new()
             .name("wal-writer".into())
             .spawn(move || writer.run(wrx))
@@ -190,12 +173,7 @@ impl SqliteWal {
             .name("wal-reader".into())
             .spawn(move || reader.run(rrx))
             .map_err(|e| io_error("open", &path, "cannot start the reader thread", e))?;
-        Ok(SqliteWal {
-            path: Arc::new(path),
-            writer: wtx,
-            reader: rtx,
-            shared,
-        })
+        Ok(SqliteWal { path: Arc::new(path), writer: wtx, reader: rtx, shared })
     }
 
     /// The file this log lives in.
@@ -207,9 +185,7 @@ impl SqliteWal {
     /// healthy file.
     pub async fn damaged(&self) -> Result<Vec<DamagedRange>> {
         let (reply, rx) = oneshot::channel();
-        self.reader
-            .send(ReadCmd::Damaged { reply })
-            .map_err(|_| stopped("damaged", &self.path))?;
+        self.reader.send(ReadCmd::Damaged { reply }).map_err(|_| stopped("damaged", &self.path))?;
         rx.await.map_err(|_| stopped("damaged", &self.path))?
     }
 
@@ -232,9 +208,7 @@ impl SqliteWal {
             let _ = rx.await;
         }
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteCmd::Close { reply })
-            .map_err(|_| stopped("close", &self.path))?;
+        self.writer.send(WriteCmd::Close { reply }).map_err(|_| stopped("close", &self.path))?;
         rx.await.map_err(|_| stopped("close", &self.path))?
     }
 
@@ -244,9 +218,7 @@ impl SqliteWal {
         cmd: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteCmd,
     ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(cmd(reply))
-            .map_err(|_| stopped(op, &self.path))?;
+        self.writer.send(cmd(reply)).map_err(|_| stopped(op, &self.path))?;
         rx.await.map_err(|_| stopped(op, &self.path))?
     }
 }
@@ -261,22 +233,12 @@ impl Wal for SqliteWal {
         let mut bytes = 0u64;
         for item in items {
             let record = frame_entry(item).map_err(|e| {
-                record_error(
-                    "append",
-                    &self.path,
-                    &format!("cannot encode `{}`", item.id()),
-                    e,
-                )
+                record_error("append", &self.path, &format!("cannot encode `{}`", item.id()), e)
             })?;
             bytes += record.len() as u64;
             records.push(record);
         }
-        self.write("append", |reply| WriteCmd::Append {
-            records,
-            bytes,
-            reply,
-        })
-        .await
+        self.write("append", |reply| WriteCmd::Append { records, bytes, reply }).await
     }
 
     #[tracing::instrument(skip_all, fields(limit))]
@@ -293,19 +255,12 @@ impl Wal for SqliteWal {
 
     #[tracing::instrument(skip_all, fields(through))]
     async fn remove_through(&self, through: u64) -> Result<u64> {
-        self.write("remove_through", |reply| WriteCmd::RemoveThrough {
-            through,
-            reply,
-        })
-        .await
+        self.write("remove_through", |reply| WriteCmd::RemoveThrough { through, reply }).await
     }
 
     async fn stats(&self) -> Result<WalStats> {
         let c: Counters = *self.shared.stats.lock();
-        Ok(WalStats {
-            items: c.items,
-            bytes: c.bytes,
-        })
+        Ok(WalStats { items: c.items, bytes: c.bytes })
     }
 }
 
@@ -317,11 +272,7 @@ impl SnapshotStore for SqliteWal {
         let record = encode_snapshot(snapshot).map_err(|e| {
             record_error("save_snapshot", &self.path, "cannot encode the snapshot", e)
         })?;
-        self.write("save_snapshot", |reply| WriteCmd::SaveSnapshot {
-            record,
-            reply,
-        })
-        .await
+        self.write("save_snapshot", |reply| WriteCmd::SaveSnapshot { record, reply }).await
     }
 
     /// The last saved snapshot; a damaged one is a Corrupt error (never a wrong snapshot).

@@ -43,27 +43,13 @@ const GATHER_MAX: Duration = Duration::from_millis(1);
 /// A request to the writer thread.
 pub(crate) enum WriteCmd {
     /// Append framed (unsealed) records; answers the last sequence number.
-    Append {
-        records: Vec<Vec<u8>>,
-        bytes: u64,
-        reply: oneshot::Sender<Result<u64>>,
-    },
+    Append { records: Vec<Vec<u8>>, bytes: u64, reply: oneshot::Sender<Result<u64>> },
     /// Remove every entry with `seq <= through`; answers how many were removed.
-    RemoveThrough {
-        through: u64,
-        reply: oneshot::Sender<Result<u64>>,
-    },
+    RemoveThrough { through: u64, reply: oneshot::Sender<Result<u64>> },
     /// Replace the filter snapshot record.
-    SaveSnapshot {
-        record: Vec<u8>,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    SaveSnapshot { record: Vec<u8>, reply: oneshot::Sender<Result<()>> },
     /// Move a pending entry that failed its check to the `damaged` table.
-    Quarantine {
-        seq: i64,
-        reason: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Quarantine { seq: i64, reason: String, reply: oneshot::Sender<Result<()>> },
     /// Finish what is queued, close the connection, release the lock.
     Close { reply: oneshot::Sender<Result<()>> },
 }
@@ -137,9 +123,7 @@ impl Writer {
                 self.commit_group(group);
             }
         }
-        let Writer {
-            conn, path, lock, ..
-        } = self;
+        let Writer { conn, path, lock, .. } = self;
         let closed = conn.close().map_err(|(_, e)| sql_error("close", &path, e));
         drop(lock);
         tracing::debug!(path = %path.display(), "WAL writer stopped");
@@ -171,18 +155,14 @@ impl Writer {
             }
         };
         *self.shared.stats.lock() = self.counters;
-        self.shared
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (cmd, outcome) in group.into_iter().zip(outcomes) {
             reply(cmd, outcome);
         }
     }
 
     fn apply(&mut self, group: &mut [WriteCmd]) -> rusqlite::Result<Vec<Outcome>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut state_dirty = false;
         for cmd in group.iter_mut() {
@@ -277,9 +257,7 @@ fn backpressure(
 
 /// The same error for another caller of the group (the source's text folded into the message).
 fn copy_err(e: &Error) -> Error {
-    let detail = std::error::Error::source(e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    let detail = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
     Error::new(e.kind(), format!("{}{detail}", e.message()))
         .with_status(e.status())
         .with_operation(e.operation().to_string())

@@ -17,11 +17,8 @@ use util::{item, same};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_each_see_their_own_order_and_distinct_seqs() {
     let dir = tempfile::tempdir().unwrap();
-    let wal = Arc::new(
-        SqliteWal::open(dir.path().join("wal.db"), WalOptions::default())
-            .await
-            .unwrap(),
-    );
+    let wal =
+        Arc::new(SqliteWal::open(dir.path().join("wal.db"), WalOptions::default()).await.unwrap());
     let mut tasks = Vec::new();
     for t in 0..16u64 {
         let wal = wal.clone();
@@ -36,10 +33,7 @@ async fn concurrent_appenders_each_see_their_own_order_and_distinct_seqs() {
     let mut all = Vec::new();
     for t in tasks {
         let seqs = t.await.unwrap();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "one task's appends out of order: {seqs:?}"
-        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one task's appends out of order: {seqs:?}");
         all.extend(seqs);
     }
     all.sort_unstable();
@@ -49,19 +43,10 @@ async fn concurrent_appenders_each_see_their_own_order_and_distinct_seqs() {
     assert_eq!(entries.len(), 320);
     // Group commit: 16 appenders waiting together share transactions (and fsyncs).
     let commits = wal.commits();
-    assert!(
-        commits < 160,
-        "320 concurrent appends took {commits} transactions: not grouped"
-    );
+    assert!(commits < 160, "320 concurrent appends took {commits} transactions: not grouped");
     for e in &entries {
         assert!(all.binary_search(&e.seq).is_ok());
-        let k = e
-            .item
-            .id()
-            .as_str()
-            .trim_start_matches("t.k")
-            .parse::<u64>()
-            .unwrap();
+        let k = e.item.id().as_str().trim_start_matches("t.k").parse::<u64>().unwrap();
         assert!(same(&e.item, &item(k)));
     }
 }
@@ -71,20 +56,14 @@ async fn the_byte_bound_refuses_whole_appends_with_temporary_backpressure() {
     let dir = tempfile::tempdir().unwrap();
     let one = encode_record(1, &item(0)).unwrap().len() as u64;
     let opts = WalOptions::default().with_bounds(u64::MAX, one * 3);
-    let wal = SqliteWal::open(dir.path().join("wal.db"), opts)
-        .await
-        .unwrap();
+    let wal = SqliteWal::open(dir.path().join("wal.db"), opts).await.unwrap();
     wal.append(&[item(0), item(1)]).await.unwrap();
     let e = wal.append(&[item(2), item(3)]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Backpressure);
     assert_eq!(e.status(), Status::Temporary);
     assert!(e.to_string().contains("WAL full"), "{e}");
     let stats = wal.stats().await.unwrap();
-    assert_eq!(
-        (stats.items, stats.bytes),
-        (2, one * 2),
-        "a refused append stored something"
-    );
+    assert_eq!((stats.items, stats.bytes), (2, one * 2), "a refused append stored something");
     // One more still fits; after draining, the space is back.
     assert_eq!(wal.append(&[item(2)]).await.unwrap(), 3);
     assert_eq!(wal.remove_through(2).await.unwrap(), 2);
@@ -98,11 +77,7 @@ async fn sequence_numbers_are_never_reused_after_a_full_drain_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     let wal = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
-    assert_eq!(
-        wal.append(&[]).await.unwrap(),
-        0,
-        "an empty append stores nothing"
-    );
+    assert_eq!(wal.append(&[]).await.unwrap(), 0, "an empty append stores nothing");
     assert_eq!(wal.append(&[item(1), item(2), item(3)]).await.unwrap(), 3);
     assert_eq!(wal.remove_through(u64::MAX).await.unwrap(), 3);
     assert_eq!(wal.remove_through(u64::MAX).await.unwrap(), 0);
@@ -158,10 +133,7 @@ async fn a_damaged_entry_is_quarantined_loudly_never_returned() {
         wal.append(&items).await.unwrap();
         wal.close().await.unwrap();
         tamper(&path, sql);
-        let opts = WalOptions {
-            verify_on_open,
-            ..WalOptions::default()
-        };
+        let opts = WalOptions { verify_on_open, ..WalOptions::default() };
         let wal = SqliteWal::open(&path, opts).await.unwrap();
         let entries = wal.peek(100).await.unwrap();
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
@@ -171,29 +143,14 @@ async fn a_damaged_entry_is_quarantined_loudly_never_returned() {
         }
         assert_eq!(wal.stats().await.unwrap().items, want_seqs.len() as u64);
         let damaged = wal.damaged().await.unwrap();
-        let quarantined: Vec<i64> = damaged
-            .iter()
-            .filter(|d| d.has_record)
-            .map(|d| d.first_seq)
-            .collect();
-        let missing: Vec<(i64, i64)> = damaged
-            .iter()
-            .filter(|d| !d.has_record)
-            .map(|d| (d.first_seq, d.last_seq))
-            .collect();
-        assert_eq!(
-            quarantined, want_quarantined,
-            "verify_on_open={verify_on_open}: {damaged:?}"
-        );
-        assert_eq!(
-            missing, want_missing,
-            "verify_on_open={verify_on_open}: {damaged:?}"
-        );
+        let quarantined: Vec<i64> =
+            damaged.iter().filter(|d| d.has_record).map(|d| d.first_seq).collect();
+        let missing: Vec<(i64, i64)> =
+            damaged.iter().filter(|d| !d.has_record).map(|d| (d.first_seq, d.last_seq)).collect();
+        assert_eq!(quarantined, want_quarantined, "verify_on_open={verify_on_open}: {damaged:?}");
+        assert_eq!(missing, want_missing, "verify_on_open={verify_on_open}: {damaged:?}");
         assert!(
-            damaged
-                .iter()
-                .filter(|d| d.has_record)
-                .all(|d| d.reason.contains("checksum")),
+            damaged.iter().filter(|d| d.has_record).all(|d| d.reason.contains("checksum")),
             "{damaged:?}"
         );
         assert_eq!(wal.damaged_count(), damaged.len() as u64);
@@ -203,10 +160,7 @@ async fn a_damaged_entry_is_quarantined_loudly_never_returned() {
         assert_eq!(wal.peek(100).await.unwrap().len(), want_seqs.len());
         assert_eq!(wal.damaged().await.unwrap(), damaged);
         // Appends go on, even through the seq of a quarantined key (80 is not pending).
-        let last = wal
-            .append(&(100..175).map(item).collect::<Vec<_>>())
-            .await
-            .unwrap();
+        let last = wal.append(&(100..175).map(item).collect::<Vec<_>>()).await.unwrap();
         assert_eq!(last, 85);
     }
 }
@@ -216,32 +170,21 @@ async fn entries_lost_from_the_file_are_detected_in_the_middle_and_at_the_tail()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     let wal = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
-    wal.append(&(0..10).map(item).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    wal.append(&(0..10).map(item).collect::<Vec<_>>()).await.unwrap();
     wal.remove_through(2).await.unwrap();
     wal.close().await.unwrap();
     tamper(&path, "DELETE FROM entries WHERE seq IN (5, 6, 9, 10);");
     let wal = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
     let seqs: Vec<u64> = wal.peek(100).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![3, 4, 7, 8]);
-    let missing: Vec<(i64, i64)> = wal
-        .damaged()
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| (d.first_seq, d.last_seq))
-        .collect();
+    let missing: Vec<(i64, i64)> =
+        wal.damaged().await.unwrap().iter().map(|d| (d.first_seq, d.last_seq)).collect();
     assert_eq!(missing, vec![(5, 6), (9, 10)]);
     // New appends continue after the lost tail, never reusing its numbers.
     assert_eq!(wal.append(&[item(11)]).await.unwrap(), 11);
     wal.close().await.unwrap();
     let wal = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
-    assert_eq!(
-        wal.damaged().await.unwrap().len(),
-        2,
-        "known damage is not recorded twice"
-    );
+    assert_eq!(wal.damaged().await.unwrap().len(), 2, "known damage is not recorded twice");
 }
 
 #[tokio::test]
@@ -271,8 +214,5 @@ fn stored_records_decode_to_the_appended_items() {
     let it = item(7);
     let rec = encode_record(3, &it).unwrap();
     assert!(same(&decode_record(3, &rec).unwrap(), &it));
-    assert!(
-        decode_record(4, &rec).is_err(),
-        "a record under another seq is refused"
-    );
+    assert!(decode_record(4, &rec).is_err(), "a record under another seq is refused");
 }

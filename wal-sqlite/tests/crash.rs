@@ -45,13 +45,7 @@ fn parse(generation: u64, lines: &[String], log: &mut Log) {
                 if let (Some(task), Some(first), Some(n), Some(last_seq)) =
                     (num(1), num(2), num(3), num(4))
                 {
-                    log.acks.push(Ack {
-                        generation,
-                        task,
-                        first,
-                        n,
-                        last_seq,
-                    });
+                    log.acks.push(Ack { generation, task, first, n, last_seq });
                 }
             }
             Some("RMREQ") => log.max_rm_req = log.max_rm_req.max(num(1).unwrap()),
@@ -63,10 +57,8 @@ fn parse(generation: u64, lines: &[String], log: &mut Log) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_never_loses_an_acknowledged_entry() {
-    let seed: u64 = std::env::var("WAL_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0005);
+    let seed: u64 =
+        std::env::var("WAL_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_0005);
     eprintln!("crash test seed {seed} (set WAL_CRASH_SEED to replay)");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -114,25 +106,13 @@ async fn sigkill_never_loses_an_acknowledged_entry() {
         parse(generation, &lines, &mut log);
 
         // Reopen after the crash and check every acknowledged entry.
-        let wal = SqliteWal::open(&path, WalOptions::default())
-            .await
-            .expect("reopen after SIGKILL");
-        assert_eq!(
-            wal.damaged_count(),
-            0,
-            "a SIGKILL must not damage any entry"
-        );
+        let wal =
+            SqliteWal::open(&path, WalOptions::default()).await.expect("reopen after SIGKILL");
+        assert_eq!(wal.damaged_count(), 0, "a SIGKILL must not damage any entry");
         let entries = wal.peek(usize::MAX).await.unwrap();
-        assert!(
-            entries.windows(2).all(|w| w[0].seq < w[1].seq),
-            "peek out of order"
-        );
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq), "peek out of order");
         let stats = wal.stats().await.unwrap();
-        assert_eq!(
-            stats.items,
-            entries.len() as u64,
-            "stats disagree with peek"
-        );
+        assert_eq!(stats.items, entries.len() as u64, "stats disagree with peek");
         let by_seq: BTreeMap<u64, &sync_engine_core::SyncItem> =
             entries.iter().map(|e| (e.seq, &e.item)).collect();
         for ack in &log.acks {
@@ -179,8 +159,5 @@ async fn sigkill_never_loses_an_acknowledged_entry() {
         "the child acknowledged too little to make the test meaningful: {}",
         log.acks.len()
     );
-    assert!(
-        log.max_rm_ack > 0,
-        "no removal was ever acknowledged: the removal path went untested"
-    );
+    assert!(log.max_rm_ack > 0, "no removal was ever acknowledged: the removal path went untested");
 }

@@ -37,9 +37,7 @@ async fn build(dir: &Path) -> Image {
     let mut items = Vec::new();
     let mut marks = Vec::new();
     for b in 0..BATCHES {
-        let batch: Vec<SyncItem> = (0..BATCH as u64)
-            .map(|i| item(b * BATCH as u64 + i))
-            .collect();
+        let batch: Vec<SyncItem> = (0..BATCH as u64).map(|i| item(b * BATCH as u64 + i)).collect();
         wal.append(&batch).await.unwrap();
         items.extend(batch);
         let len = std::fs::metadata(sibling(&path, "-wal")).unwrap().len();
@@ -52,18 +50,9 @@ async fn build(dir: &Path) -> Image {
     let main = std::fs::read(&path).unwrap();
     let journal = std::fs::read(sibling(&path, "-wal")).unwrap();
     wal.close().await.unwrap();
-    assert!(
-        !sibling(&path, "-wal").exists(),
-        "a clean close checkpoints and removes the journal"
-    );
+    assert!(!sibling(&path, "-wal").exists(), "a clean close checkpoints and removes the journal");
     let closed_main = std::fs::read(&path).unwrap();
-    Image {
-        items,
-        marks,
-        main,
-        journal,
-        closed_main,
-    }
+    Image { items, marks, main, journal, closed_main }
 }
 
 fn write_copy(dir: &Path, name: &str, main: &[u8], journal: Option<&[u8]>) -> PathBuf {
@@ -78,12 +67,7 @@ fn write_copy(dir: &Path, name: &str, main: &[u8], journal: Option<&[u8]>) -> Pa
 
 /// Entries committed in batches whose journal end is at or before `offset`.
 fn committed_before(img: &Image, offset: u64) -> usize {
-    img.marks
-        .iter()
-        .filter(|m| m.0 <= offset)
-        .map(|m| m.1)
-        .max()
-        .unwrap_or(0)
+    img.marks.iter().filter(|m| m.0 <= offset).map(|m| m.1).max().unwrap_or(0)
 }
 
 /// Open a damaged copy. Refused: the error names the file. Opened: every entry returned is the
@@ -93,10 +77,7 @@ async fn check_open(path: &Path, img: &Image) -> Option<usize> {
     let wal = match SqliteWal::open(path, WalOptions::default()).await {
         Err(e) => {
             let shown = path.display().to_string();
-            assert!(
-                e.to_string().contains(&shown),
-                "error does not name the file: {e}"
-            );
+            assert!(e.to_string().contains(&shown), "error does not name the file: {e}");
             assert!(
                 matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unsupported),
                 "damage must be reported as corrupt/unsupported, got {:?}: {e}",
@@ -116,10 +97,8 @@ async fn check_open(path: &Path, img: &Image) -> Option<usize> {
     };
     let mut present = BTreeSet::new();
     for e in &entries {
-        let original = img
-            .items
-            .get(e.seq as usize - 1)
-            .unwrap_or_else(|| panic!("unknown seq {}", e.seq));
+        let original =
+            img.items.get(e.seq as usize - 1).unwrap_or_else(|| panic!("unknown seq {}", e.seq));
         assert!(
             same(&e.item, original),
             "seq {} returned a wrong item: {:?} vs {:?}",
@@ -130,11 +109,8 @@ async fn check_open(path: &Path, img: &Image) -> Option<usize> {
         present.insert(e.seq);
     }
     let damaged = wal.damaged().await.unwrap();
-    let covered = |s: u64| {
-        damaged
-            .iter()
-            .any(|d| d.first_seq <= s as i64 && s as i64 <= d.last_seq)
-    };
+    let covered =
+        |s: u64| damaged.iter().any(|d| d.first_seq <= s as i64 && s as i64 <= d.last_seq);
     let highest = entries.last().map_or(0, |e| e.seq);
     for s in 1..=highest {
         assert!(
@@ -165,15 +141,8 @@ async fn truncated_journal_keeps_every_transaction_committed_before_the_cut() {
             .await
             .unwrap_or_else(|| panic!("a torn journal (cut at {cut}) must open"));
         let want = committed_before(&img, cut);
-        assert!(
-            n >= want,
-            "cut at {cut}: {n} entries, but {want} were committed before it"
-        );
-        assert_eq!(
-            n % BATCH,
-            0,
-            "cut at {cut}: a batch was half kept ({n} entries)"
-        );
+        assert!(n >= want, "cut at {cut}: {n} entries, but {want} were committed before it");
+        assert_eq!(n % BATCH, 0, "cut at {cut}: a batch was half kept ({n} entries)");
     }
 }
 
@@ -189,24 +158,13 @@ async fn flipped_journal_byte_keeps_every_transaction_before_its_frame() {
         let at = rng.random_range(0..journal.len());
         journal[at] ^= 1 << rng.random_range(0..8);
         let path = write_copy(dir.path(), &format!("flip{i}"), &img.main, Some(&journal));
-        let frame_start = if at < 32 {
-            0
-        } else {
-            32 + (at as u64 - 32) / frame * frame
-        };
+        let frame_start = if at < 32 { 0 } else { 32 + (at as u64 - 32) / frame * frame };
         let n = check_open(&path, &img)
             .await
             .unwrap_or_else(|| panic!("journal flipped at {at} must open"));
         let want = committed_before(&img, frame_start);
-        assert!(
-            n >= want,
-            "flip at {at}: {n} entries, {want} were committed before its frame"
-        );
-        assert_eq!(
-            n % BATCH,
-            0,
-            "flip at {at}: a batch was half kept ({n} entries)"
-        );
+        assert!(n >= want, "flip at {at}: {n} entries, {want} were committed before its frame");
+        assert_eq!(n % BATCH, 0, "flip at {at}: a batch was half kept ({n} entries)");
     }
 }
 
@@ -219,12 +177,7 @@ async fn truncated_main_file_is_refused_naming_the_file() {
     let mut cuts = vec![0, 1, 99, 100, 4096, len - 1];
     cuts.extend((0..25).map(|_| rng.random_range(0..len)));
     for (i, cut) in cuts.into_iter().enumerate() {
-        let path = write_copy(
-            dir.path(),
-            &format!("main{i}"),
-            &img.closed_main[..cut],
-            None,
-        );
+        let path = write_copy(dir.path(), &format!("main{i}"), &img.closed_main[..cut], None);
         assert_eq!(
             check_open(&path, &img).await,
             None,
@@ -249,12 +202,8 @@ async fn truncated_main_file_with_journal_never_returns_a_wrong_entry() {
     let (mut refused, mut opened) = (0, 0);
     for i in 0..25 {
         let cut = rng.random_range(0..img.main.len());
-        let path = write_copy(
-            dir.path(),
-            &format!("mainj{i}"),
-            &img.main[..cut],
-            Some(&img.journal),
-        );
+        let path =
+            write_copy(dir.path(), &format!("mainj{i}"), &img.main[..cut], Some(&img.journal));
         match check_open(&path, &img).await {
             None => refused += 1,
             Some(_) => opened += 1,

@@ -54,19 +54,13 @@ fn make(n: u8, tomb: bool, counter: &mut u64) -> Vec<SyncItem> {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal.db");
         let opts = WalOptions::default().with_bounds(MAX_ITEMS, u64::MAX);
         let mut wal = SqliteWal::open(&path, opts.clone()).await.unwrap();
-        let mut model = Model {
-            entries: VecDeque::new(),
-            next_seq: 1,
-        };
+        let mut model = Model { entries: VecDeque::new(), next_seq: 1 };
         let mut counter = 0;
         for op in ops {
             match op {
@@ -92,10 +86,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::Remove(k) => {
-                    let through = model
-                        .entries
-                        .get(k as usize)
-                        .map_or(model.next_seq + 3, |e| e.0);
+                    let through = model.entries.get(k as usize).map_or(model.next_seq + 3, |e| e.0);
                     let before = model.entries.len();
                     model.entries.retain(|e| e.0 > through);
                     let removed = wal.remove_through(through).await.unwrap();
@@ -122,10 +113,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .iter()
                 .map(|(s, it)| encode_record(*s, it).unwrap().len() as u64)
                 .sum();
-            prop_assert_eq!(
-                (stats.items, stats.bytes),
-                (model.entries.len() as u64, bytes)
-            );
+            prop_assert_eq!((stats.items, stats.bytes), (model.entries.len() as u64, bytes));
         }
         prop_assert_eq!(wal.damaged_count(), 0);
         wal.close().await.unwrap();

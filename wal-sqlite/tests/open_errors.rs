@@ -19,10 +19,7 @@ fn assert_refused(
 ) {
     let msg = e.to_string();
     assert_eq!(e.kind(), kind, "{msg}");
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "error does not name the file: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "error does not name the file: {msg}");
     assert!(msg.contains(words), "error does not say `{words}`: {msg}");
 }
 
@@ -32,9 +29,7 @@ async fn a_foreign_file_is_refused_and_left_untouched() {
     let path = dir.path().join("notes.txt");
     let text = b"these are someone's notes, not a database\n".repeat(10);
     std::fs::write(&path, &text).unwrap();
-    let e = SqliteWal::open(&path, WalOptions::default())
-        .await
-        .unwrap_err();
+    let e = SqliteWal::open(&path, WalOptions::default()).await.unwrap_err();
     assert_refused(&path, &e, ErrorKind::Corrupt, "not a SQLite database");
     assert_eq!(std::fs::read(&path).unwrap(), text);
     assert!(!sibling(&path, "-wal").exists());
@@ -50,15 +45,9 @@ async fn another_applications_sqlite_file_is_refused_and_left_untouched() {
             .unwrap();
     }
     let before = std::fs::read(&path).unwrap();
-    let e = SqliteWal::open(&path, WalOptions::default())
-        .await
-        .unwrap_err();
+    let e = SqliteWal::open(&path, WalOptions::default()).await.unwrap_err();
     assert_refused(&path, &e, ErrorKind::Corrupt, "not a sync-engine WAL");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        before,
-        "a foreign database must not be modified"
-    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a foreign database must not be modified");
 }
 
 #[tokio::test]
@@ -70,18 +59,10 @@ async fn a_newer_format_is_refused() {
     wal.close().await.unwrap();
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.pragma_update(None, "user_version", FORMAT_VERSION + 1)
-            .unwrap();
+        c.pragma_update(None, "user_version", FORMAT_VERSION + 1).unwrap();
     }
-    let e = SqliteWal::open(&path, WalOptions::default())
-        .await
-        .unwrap_err();
-    assert_refused(
-        &path,
-        &e,
-        ErrorKind::Unsupported,
-        "newer than this build supports",
-    );
+    let e = SqliteWal::open(&path, WalOptions::default()).await.unwrap_err();
+    assert_refused(&path, &e, ErrorKind::Unsupported, "newer than this build supports");
 }
 
 #[tokio::test]
@@ -89,9 +70,7 @@ async fn an_empty_file_is_damage_not_a_new_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     std::fs::write(&path, b"").unwrap();
-    let e = SqliteWal::open(&path, WalOptions::default())
-        .await
-        .unwrap_err();
+    let e = SqliteWal::open(&path, WalOptions::default()).await.unwrap_err();
     assert_refused(&path, &e, ErrorKind::Corrupt, "empty (0 bytes)");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }
@@ -101,14 +80,9 @@ async fn an_orphaned_journal_is_not_overwritten_by_a_new_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     std::fs::write(sibling(&path, "-wal"), b"journal bytes of a deleted log").unwrap();
-    let e = SqliteWal::open(&path, WalOptions::default())
-        .await
-        .unwrap_err();
+    let e = SqliteWal::open(&path, WalOptions::default()).await.unwrap_err();
     assert_refused(&path, &e, ErrorKind::Corrupt, "orphaned journal");
-    assert!(
-        !path.exists(),
-        "no new log created over the orphaned journal"
-    );
+    assert!(!path.exists(), "no new log created over the orphaned journal");
 }
 
 #[tokio::test]
@@ -116,26 +90,13 @@ async fn a_second_handle_on_one_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     let first = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
-    let opts = WalOptions {
-        lock_timeout: Duration::from_millis(100),
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { lock_timeout: Duration::from_millis(100), ..WalOptions::default() };
     let e = SqliteWal::open(&path, opts.clone()).await.unwrap_err();
-    assert_refused(
-        &path,
-        &e,
-        ErrorKind::Unavailable,
-        "in use by another handle",
-    );
+    assert_refused(&path, &e, ErrorKind::Unavailable, "in use by another handle");
     assert_eq!(e.status(), Status::Temporary);
     first.close().await.unwrap();
     // Once closed, the lock is free.
-    SqliteWal::open(&path, opts)
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    SqliteWal::open(&path, opts).await.unwrap().close().await.unwrap();
 }
 
 #[tokio::test]

@@ -151,10 +151,7 @@ pub(super) struct Fuse8(BinaryFuse8);
 impl Candidate for Fuse16 {
     fn build(ids: &Ids) -> Result<(Self, u64), String> {
         let hashes: Vec<u64> = ids.iter().map(key_hash).collect();
-        Ok((
-            Fuse16(BinaryFuse16::try_from(&hashes).map_err(str::to_string)?),
-            0,
-        ))
+        Ok((Fuse16(BinaryFuse16::try_from(&hashes).map_err(str::to_string)?), 0))
     }
     fn contains(&self, id: &[u8]) -> bool {
         self.0.contains(&key_hash(id))
@@ -167,10 +164,7 @@ impl Candidate for Fuse16 {
 impl Candidate for Fuse8 {
     fn build(ids: &Ids) -> Result<(Self, u64), String> {
         let hashes: Vec<u64> = ids.iter().map(key_hash).collect();
-        Ok((
-            Fuse8(BinaryFuse8::try_from(&hashes).map_err(str::to_string)?),
-            0,
-        ))
+        Ok((Fuse8(BinaryFuse8::try_from(&hashes).map_err(str::to_string)?), 0))
     }
     fn contains(&self, id: &[u8]) -> bool {
         self.0.contains(&key_hash(id))

@@ -25,11 +25,7 @@ async fn version_of(
     id: &ObjectId,
     p: &'static str,
 ) -> Result<Option<u64>, super::ConformanceFailure> {
-    Ok(store
-        .get(id)
-        .await
-        .map_err(backend(p))?
-        .map(|i| i.version()))
+    Ok(store.get(id).await.map_err(backend(p))?.map(|i| i.version()))
 }
 
 /// Newer wins: an older write never overwrites a newer one; equal versions tie-break the same
@@ -37,28 +33,11 @@ async fn version_of(
 pub async fn archive_newer_wins(store: &dyn ArchiveStore, ns: &str) -> Check {
     const P: &str = "newer wins";
     let a = id(ns, "a");
-    store
-        .put_batch(&[SyncItem::new(a.clone(), 2, "two")])
-        .await
-        .map_err(backend(P))?;
-    let out = store
-        .put_batch(&[SyncItem::new(a.clone(), 1, "one")])
-        .await
-        .map_err(backend(P))?;
-    ensure!(
-        version_of(store, &a, P).await? == Some(2),
-        P,
-        "version 1 overwrote version 2"
-    );
-    ensure!(
-        out.stale == 1 && out.applied == 0,
-        P,
-        "older write reported as {out:?}"
-    );
-    store
-        .put_batch(&[SyncItem::new(a.clone(), 3, "three")])
-        .await
-        .map_err(backend(P))?;
+    store.put_batch(&[SyncItem::new(a.clone(), 2, "two")]).await.map_err(backend(P))?;
+    let out = store.put_batch(&[SyncItem::new(a.clone(), 1, "one")]).await.map_err(backend(P))?;
+    ensure!(version_of(store, &a, P).await? == Some(2), P, "version 1 overwrote version 2");
+    ensure!(out.stale == 1 && out.applied == 0, P, "older write reported as {out:?}");
+    store.put_batch(&[SyncItem::new(a.clone(), 3, "three")]).await.map_err(backend(P))?;
     let got = store.get(&a).await.map_err(backend(P))?;
     ensure!(
         got.as_ref().map(|i| i.content().as_ref()) == Some(&b"three"[..]),
@@ -68,32 +47,12 @@ pub async fn archive_newer_wins(store: &dyn ArchiveStore, ns: &str) -> Check {
     // Ties: same version, different content; both arrival orders must end equal.
     let (x, y) = (id(ns, "tie1"), id(ns, "tie2"));
     let (p, q) = (Bytes::from_static(b"p"), Bytes::from_static(b"q"));
-    store
-        .put_batch(&[SyncItem::new(x.clone(), 5, p.clone())])
-        .await
-        .map_err(backend(P))?;
-    store
-        .put_batch(&[SyncItem::new(x.clone(), 5, q.clone())])
-        .await
-        .map_err(backend(P))?;
-    store
-        .put_batch(&[SyncItem::new(y.clone(), 5, q.clone())])
-        .await
-        .map_err(backend(P))?;
-    store
-        .put_batch(&[SyncItem::new(y.clone(), 5, p.clone())])
-        .await
-        .map_err(backend(P))?;
-    let gx = store
-        .get(&x)
-        .await
-        .map_err(backend(P))?
-        .map(|i| i.content().clone());
-    let gy = store
-        .get(&y)
-        .await
-        .map_err(backend(P))?
-        .map(|i| i.content().clone());
+    store.put_batch(&[SyncItem::new(x.clone(), 5, p.clone())]).await.map_err(backend(P))?;
+    store.put_batch(&[SyncItem::new(x.clone(), 5, q.clone())]).await.map_err(backend(P))?;
+    store.put_batch(&[SyncItem::new(y.clone(), 5, q.clone())]).await.map_err(backend(P))?;
+    store.put_batch(&[SyncItem::new(y.clone(), 5, p.clone())]).await.map_err(backend(P))?;
+    let gx = store.get(&x).await.map_err(backend(P))?.map(|i| i.content().clone());
+    let gy = store.get(&y).await.map_err(backend(P))?.map(|i| i.content().clone());
     ensure!(
         gx.is_some() && gx == gy,
         P,
@@ -102,17 +61,10 @@ pub async fn archive_newer_wins(store: &dyn ArchiveStore, ns: &str) -> Check {
     // Within one batch, the newest stamp wins.
     let w = id(ns, "inbatch");
     store
-        .put_batch(&[
-            SyncItem::new(w.clone(), 9, "nine"),
-            SyncItem::new(w.clone(), 4, "four"),
-        ])
+        .put_batch(&[SyncItem::new(w.clone(), 9, "nine"), SyncItem::new(w.clone(), 4, "four")])
         .await
         .map_err(backend(P))?;
-    ensure!(
-        version_of(store, &w, P).await? == Some(9),
-        P,
-        "older item later in a batch won"
-    );
+    ensure!(version_of(store, &w, P).await? == Some(9), P, "older item later in a batch won");
     Ok(())
 }
 
@@ -120,47 +72,22 @@ pub async fn archive_newer_wins(store: &dyn ArchiveStore, ns: &str) -> Check {
 pub async fn archive_tombstones(store: &dyn ArchiveStore, ns: &str) -> Check {
     const P: &str = "tombstones hide items and block older writes";
     let a = id(ns, "a");
-    store
-        .put_batch(&[SyncItem::new(a.clone(), 1, "v1")])
-        .await
-        .map_err(backend(P))?;
+    store.put_batch(&[SyncItem::new(a.clone(), 1, "v1")]).await.map_err(backend(P))?;
     store.delete(&a, 2).await.map_err(backend(P))?;
-    ensure!(
-        store.get(&a).await.map_err(backend(P))?.is_none(),
-        P,
-        "deleted item still readable"
-    );
-    ensure!(
-        !store.exists(&a).await.map_err(backend(P))?,
-        P,
-        "deleted item still exists"
-    );
+    ensure!(store.get(&a).await.map_err(backend(P))?.is_none(), P, "deleted item still readable");
+    ensure!(!store.exists(&a).await.map_err(backend(P))?, P, "deleted item still exists");
     let c = store.count(ns).await.map_err(backend(P))?;
     ensure!(c == 0, P, "count includes the tombstone: {c}");
     let keys = store.all_keys(ns, 10).await.map_err(backend(P))?;
-    ensure!(
-        keys.is_empty(),
-        P,
-        "scan returns the tombstoned id: {keys:?}"
-    );
-    store
-        .put_batch(&[SyncItem::new(a.clone(), 1, "v1 again")])
-        .await
-        .map_err(backend(P))?;
+    ensure!(keys.is_empty(), P, "scan returns the tombstoned id: {keys:?}");
+    store.put_batch(&[SyncItem::new(a.clone(), 1, "v1 again")]).await.map_err(backend(P))?;
     ensure!(
         store.get(&a).await.map_err(backend(P))?.is_none(),
         P,
         "older write resurrected a deleted item"
     );
-    store
-        .put_batch(&[SyncItem::new(a.clone(), 3, "v3")])
-        .await
-        .map_err(backend(P))?;
-    ensure!(
-        version_of(store, &a, P).await? == Some(3),
-        P,
-        "newer write after delete not visible"
-    );
+    store.put_batch(&[SyncItem::new(a.clone(), 3, "v3")]).await.map_err(backend(P))?;
+    ensure!(version_of(store, &a, P).await? == Some(3), P, "newer write after delete not visible");
     Ok(())
 }
 
@@ -184,11 +111,7 @@ pub async fn archive_replay_is_harmless(store: &dyn ArchiveStore, ns: &str) -> C
     let second = store.get_many(&ids).await.map_err(backend(P))?;
     ensure!(first == second, P, "state changed on replay");
     ensure!(out.applied == 0, P, "replay applied {} items", out.applied);
-    ensure!(
-        store.count(ns).await.map_err(backend(P))? == 16,
-        P,
-        "count after replay is not 16"
-    );
+    ensure!(store.count(ns).await.map_err(backend(P))? == 16, P, "count after replay is not 16");
     Ok(())
 }
 
@@ -197,9 +120,7 @@ pub async fn archive_batches_are_atomic(store: &dyn ArchiveStore, ns: &str) -> C
     const P: &str = "batches are atomic";
     let ids: Vec<ObjectId> = (0..40).map(|i| id(ns, &format!("k{i:02}"))).collect();
     let batch = |v: u64| {
-        ids.iter()
-            .map(|i| SyncItem::new(i.clone(), v, format!("v{v}")))
-            .collect::<Vec<_>>()
+        ids.iter().map(|i| SyncItem::new(i.clone(), v, format!("v{v}"))).collect::<Vec<_>>()
     };
     store.put_batch(&batch(1)).await.map_err(backend(P))?;
     let writer = async {
@@ -213,10 +134,8 @@ pub async fn archive_batches_are_atomic(store: &dyn ArchiveStore, ns: &str) -> C
         let mut seen_mixed = None;
         for _ in 0..40 {
             let got = store.get_many(&ids).await?;
-            let versions: Vec<u64> = got
-                .iter()
-                .map(|i| i.as_ref().map_or(0, |i| i.version()))
-                .collect();
+            let versions: Vec<u64> =
+                got.iter().map(|i| i.as_ref().map_or(0, |i| i.version())).collect();
             if versions.iter().any(|v| *v != versions[0]) && seen_mixed.is_none() {
                 seen_mixed = Some(versions);
             }
@@ -227,11 +146,7 @@ pub async fn archive_batches_are_atomic(store: &dyn ArchiveStore, ns: &str) -> C
     let (w, r) = tokio::join!(writer, reader);
     w.map_err(backend(P))?;
     let mixed = r.map_err(backend(P))?;
-    ensure!(
-        mixed.is_none(),
-        P,
-        "a read saw a partly applied batch: versions {mixed:?}"
-    );
+    ensure!(mixed.is_none(), P, "a read saw a partly applied batch: versions {mixed:?}");
     Ok(())
 }
 
@@ -240,10 +155,7 @@ pub async fn archive_batches_are_atomic(store: &dyn ArchiveStore, ns: &str) -> C
 pub async fn archive_keyset_scan_exactly_once(store: &dyn ArchiveStore, ns: &str) -> Check {
     const P: &str = "keyset scans return every key exactly once";
     let original: Vec<ObjectId> = (0..57).map(|i| id(ns, &format!("k{i:03}"))).collect();
-    let items: Vec<SyncItem> = original
-        .iter()
-        .map(|i| SyncItem::new(i.clone(), 1, "x"))
-        .collect();
+    let items: Vec<SyncItem> = original.iter().map(|i| SyncItem::new(i.clone(), 1, "x")).collect();
     store.put_batch(&items).await.map_err(backend(P))?;
     let scanner = async {
         let mut seen = Vec::new();
@@ -283,24 +195,15 @@ pub async fn archive_keyset_scan_exactly_once(store: &dyn ArchiveStore, ns: &str
     for o in &original {
         ensure!(seen.contains(o), P, "id {o} missing from the scan");
     }
-    ensure!(
-        seen.iter().all(|s| s.has_prefix(ns)),
-        P,
-        "scan returned ids outside the prefix"
-    );
+    ensure!(seen.iter().all(|s| s.has_prefix(ns)), P, "scan returned ids outside the prefix");
     Ok(())
 }
 
 /// Prefix scans and counts are byte-exact and case-sensitive; `_` and `%` are not wildcards.
 pub async fn archive_prefixes_are_exact(store: &dyn ArchiveStore, ns: &str) -> Check {
     const P: &str = "prefix scans are exact and case-sensitive";
-    let names = [
-        "user_1", "user_10", "userX1", "USER_1", "user%1", "user%X", "userx%1", "user\\1",
-    ];
-    let items: Vec<SyncItem> = names
-        .iter()
-        .map(|n| SyncItem::new(id(ns, n), 1, *n))
-        .collect();
+    let names = ["user_1", "user_10", "userX1", "USER_1", "user%1", "user%X", "userx%1", "user\\1"];
+    let items: Vec<SyncItem> = names.iter().map(|n| SyncItem::new(id(ns, n), 1, *n)).collect();
     store.put_batch(&items).await.map_err(backend(P))?;
     let cases: [(&str, &[&str]); 5] = [
         ("user_1", &["user_1", "user_10"]),
@@ -313,23 +216,11 @@ pub async fn archive_prefixes_are_exact(store: &dyn ArchiveStore, ns: &str) -> C
         let full = format!("{ns}.{prefix}");
         let got = store.all_keys(&full, 3).await.map_err(backend(P))?;
         let want: Vec<ObjectId> = expected.iter().map(|n| id(ns, n)).collect();
-        ensure!(
-            got == want,
-            P,
-            "prefix `{full}` returned {got:?}, expected {want:?}"
-        );
+        ensure!(got == want, P, "prefix `{full}` returned {got:?}, expected {want:?}");
         let n = store.count(&full).await.map_err(backend(P))?;
-        ensure!(
-            n == want.len() as u64,
-            P,
-            "count(`{full}`) = {n}, expected {}",
-            want.len()
-        );
+        ensure!(n == want.len() as u64, P, "count(`{full}`) = {n}, expected {}", want.len());
     }
-    let d = store
-        .delete_prefix(&format!("{ns}.user_1"), 2, 10)
-        .await
-        .map_err(backend(P))?;
+    let d = store.delete_prefix(&format!("{ns}.user_1"), 2, 10).await.map_err(backend(P))?;
     ensure!(d == 2, P, "delete_prefix(user_1) deleted {d}, expected 2");
     let left = store.count(ns).await.map_err(backend(P))?;
     ensure!(
@@ -360,18 +251,8 @@ pub async fn archive_binary_round_trip(store: &dyn ArchiveStore, ns: &str) -> Ch
         let Some(got) = got else {
             return Err(super::fail(P, format!("{} missing", want.id())));
         };
-        ensure!(
-            got.content() == want.content(),
-            P,
-            "content of {} changed",
-            want.id()
-        );
-        ensure!(
-            got.content_hash() == want.content_hash(),
-            P,
-            "hash of {} changed",
-            want.id()
-        );
+        ensure!(got.content() == want.content(), P, "content of {} changed", want.id());
+        ensure!(got.content_hash() == want.content_hash(), P, "hash of {} changed", want.id());
         ensure!(
             got.state() == want.state(),
             P,
@@ -379,12 +260,7 @@ pub async fn archive_binary_round_trip(store: &dyn ArchiveStore, ns: &str) -> Ch
             want.id(),
             got.state()
         );
-        ensure!(
-            got.version() == want.version(),
-            P,
-            "version of {} changed",
-            want.id()
-        );
+        ensure!(got.version() == want.version(), P, "version of {} changed", want.id());
     }
     Ok(())
 }
@@ -402,22 +278,11 @@ pub async fn archive_purges_only_old_tombstones(store: &dyn ArchiveStore, ns: &s
         .await
         .map_err(backend(P))?;
     store.purge_tombstones(2_000).await.map_err(backend(P))?;
-    ensure!(
-        store.exists(&live).await.map_err(backend(P))?,
-        P,
-        "purge removed a live item"
-    );
+    ensure!(store.exists(&live).await.map_err(backend(P))?, P, "purge removed a live item");
     // The young tombstone must still block an older write; the old one is gone, so an old
     // write may now land (that is what retention means).
-    store
-        .put_batch(&[SyncItem::new(young.clone(), 0, "old")])
-        .await
-        .map_err(backend(P))?;
-    ensure!(
-        !store.exists(&young).await.map_err(backend(P))?,
-        P,
-        "a young tombstone was purged"
-    );
+    store.put_batch(&[SyncItem::new(young.clone(), 0, "old")]).await.map_err(backend(P))?;
+    ensure!(!store.exists(&young).await.map_err(backend(P))?, P, "a young tombstone was purged");
     Ok(())
 }
 
@@ -444,23 +309,11 @@ pub async fn merkle_follows_data(
     let overwrite = SyncItem::new(id(ns, "g1.k1"), 100, "new");
     let stale = SyncItem::new(id(ns, "g2.k2"), 0, "stale");
     let delete = SyncItem::tombstone(id(ns, "g0.k3"), 100);
-    store
-        .put_batch(&[overwrite.clone(), stale, delete.clone()])
-        .await
-        .map_err(backend(P))?;
+    store.put_batch(&[overwrite.clone(), stale, delete.clone()]).await.map_err(backend(P))?;
     let _ = oracle.upsert(overwrite.id().as_str(), overwrite.leaf_digest());
     let _ = oracle.remove(delete.id().as_str());
     let want = oracle.node(&NodeKey::path(ns)).unwrap_or_default().hash();
-    let got = tree
-        .node(&NodeKey::path(ns))
-        .await
-        .map_err(backend(P))?
-        .unwrap_or_default()
-        .hash();
-    ensure!(
-        got == want,
-        P,
-        "subtree hash {got} != hash of the live items {want}"
-    );
+    let got = tree.node(&NodeKey::path(ns)).await.map_err(backend(P))?.unwrap_or_default().hash();
+    ensure!(got == want, P, "subtree hash {got} != hash of the live items {want}");
     Ok(())
 }

@@ -20,25 +20,12 @@ pub async fn cache_all(store: &dyn CacheStore, ns: &str) -> Check {
 pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
     const P: &str = "newer wins in the cache";
     let a = id(ns, "a");
-    store
-        .put(SyncItem::new(a.clone(), 5, "five"), None)
-        .await
-        .map_err(backend(P))?;
-    let out = store
-        .put(SyncItem::new(a.clone(), 4, "four"), None)
-        .await
-        .map_err(backend(P))?;
-    let got = store
-        .get(&a)
-        .await
-        .map_err(backend(P))?
-        .map(|i| i.version());
+    store.put(SyncItem::new(a.clone(), 5, "five"), None).await.map_err(backend(P))?;
+    let out = store.put(SyncItem::new(a.clone(), 4, "four"), None).await.map_err(backend(P))?;
+    let got = store.get(&a).await.map_err(backend(P))?.map(|i| i.version());
     ensure!(got == Some(5), P, "older write overwrote: got {got:?}");
     ensure!(out.stale == 1, P, "older write not reported stale: {out:?}");
-    let replay = store
-        .put(SyncItem::new(a.clone(), 5, "five"), None)
-        .await
-        .map_err(backend(P))?;
+    let replay = store.put(SyncItem::new(a.clone(), 5, "five"), None).await.map_err(backend(P))?;
     ensure!(replay.applied == 0, P, "replay applied");
     let b = id(ns, "b");
     store
@@ -48,16 +35,8 @@ pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
         ])
         .await
         .map_err(backend(P))?;
-    let got = store
-        .get(&b)
-        .await
-        .map_err(backend(P))?
-        .map(|i| i.version());
-    ensure!(
-        got == Some(8),
-        P,
-        "older item later in the batch won: {got:?}"
-    );
+    let got = store.get(&b).await.map_err(backend(P))?.map(|i| i.version());
+    ensure!(got == Some(8), P, "older item later in the batch won: {got:?}");
     Ok(())
 }
 
@@ -65,34 +44,17 @@ pub async fn cache_newer_wins(store: &dyn CacheStore, ns: &str) -> Check {
 pub async fn cache_tombstones(store: &dyn CacheStore, ns: &str) -> Check {
     const P: &str = "tombstones hide items in the cache";
     let a = id(ns, "a");
-    store
-        .put(SyncItem::new(a.clone(), 1, "x"), None)
-        .await
-        .map_err(backend(P))?;
+    store.put(SyncItem::new(a.clone(), 1, "x"), None).await.map_err(backend(P))?;
     store.delete(&a, 2).await.map_err(backend(P))?;
-    ensure!(
-        !store.exists(&a).await.map_err(backend(P))?,
-        P,
-        "deleted item still cached"
-    );
-    store
-        .put(SyncItem::new(a.clone(), 1, "x"), None)
-        .await
-        .map_err(backend(P))?;
+    ensure!(!store.exists(&a).await.map_err(backend(P))?, P, "deleted item still cached");
+    store.put(SyncItem::new(a.clone(), 1, "x"), None).await.map_err(backend(P))?;
     ensure!(
         !store.exists(&a).await.map_err(backend(P))?,
         P,
         "older write resurrected a deleted item"
     );
-    store
-        .put(SyncItem::new(a.clone(), 3, "y"), None)
-        .await
-        .map_err(backend(P))?;
-    ensure!(
-        store.exists(&a).await.map_err(backend(P))?,
-        P,
-        "newer write after delete not visible"
-    );
+    store.put(SyncItem::new(a.clone(), 3, "y"), None).await.map_err(backend(P))?;
+    ensure!(store.exists(&a).await.map_err(backend(P))?, P, "newer write after delete not visible");
     Ok(())
 }
 
@@ -110,22 +72,14 @@ pub async fn cache_ttl_expires(store: &dyn CacheStore, ns: &str) -> Check {
         ])
         .await
         .map_err(backend(P))?;
-    ensure!(
-        store.exists(&short).await.map_err(backend(P))?,
-        P,
-        "TTL'd item missing before expiry"
-    );
+    ensure!(store.exists(&short).await.map_err(backend(P))?, P, "TTL'd item missing before expiry");
     tokio::time::sleep(Duration::from_millis(700)).await;
     ensure!(
         !store.exists(&short).await.map_err(backend(P))?,
         P,
         "TTL'd item still there after its TTL"
     );
-    ensure!(
-        store.exists(&forever).await.map_err(backend(P))?,
-        P,
-        "item without TTL expired"
-    );
+    ensure!(store.exists(&forever).await.map_err(backend(P))?, P, "item without TTL expired");
     Ok(())
 }
 

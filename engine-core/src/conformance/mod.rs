@@ -38,10 +38,7 @@ impl std::error::Error for ConformanceFailure {}
 pub type Check = Result<(), ConformanceFailure>;
 
 pub(crate) fn fail(promise: &'static str, detail: impl Into<String>) -> ConformanceFailure {
-    ConformanceFailure {
-        promise,
-        detail: detail.into(),
-    }
+    ConformanceFailure { promise, detail: detail.into() }
 }
 
 /// Turn a backend error into the failure of the promise under test.

@@ -33,11 +33,7 @@ where
     {
         let wal = open().await.map_err(backend(P))?;
         let stats = wal.stats().await.map_err(backend(P))?;
-        ensure!(
-            stats.items == 0,
-            P,
-            "the log handed to the check is not empty: {stats:?}"
-        );
+        ensure!(stats.items == 0, P, "the log handed to the check is not empty: {stats:?}");
         for chunk in items.chunks(4) {
             wal.append(chunk).await.map_err(backend(P))?;
         }
@@ -59,25 +55,12 @@ where
             "entry {g:?} != appended {w:?}"
         );
     }
-    ensure!(
-        entries.windows(2).all(|w| w[0].seq < w[1].seq),
-        P,
-        "sequence numbers not increasing"
-    );
+    ensure!(entries.windows(2).all(|w| w[0].seq < w[1].seq), P, "sequence numbers not increasing");
     let stats = wal.stats().await.map_err(backend(P))?;
-    ensure!(
-        stats.items == items.len() as u64,
-        P,
-        "stats report {} items",
-        stats.items
-    );
+    ensure!(stats.items == items.len() as u64, P, "stats report {} items", stats.items);
     let cut = entries[9].seq;
     let removed = wal.remove_through(cut).await.map_err(backend(P))?;
-    ensure!(
-        removed == 10,
-        P,
-        "remove_through removed {removed}, expected 10"
-    );
+    ensure!(removed == 10, P, "remove_through removed {removed}, expected 10");
     drop(wal);
     let wal = open().await.map_err(backend(P))?;
     let rest = wal.peek(1000).await.map_err(backend(P))?;
@@ -113,11 +96,7 @@ pub async fn wal_drains_only_committed(wal: &dyn Wal) -> Check {
         "drain into a down archive reported success"
     );
     let left = wal.stats().await.map_err(backend(P))?.items;
-    ensure!(
-        left == 30,
-        P,
-        "drain into a down archive removed entries ({left} left)"
-    );
+    ensure!(left == 30, P, "drain into a down archive removed entries ({left} left)");
     archive.plan().set_down(false);
     archive.plan().fail_every(3);
     // With every 3rd call failing, retry until drained.
@@ -132,11 +111,7 @@ pub async fn wal_drains_only_committed(wal: &dyn Wal) -> Check {
         "log not drained after {rounds} rounds"
     );
     for k in 0..10u64 {
-        let got = archive
-            .inner()
-            .get(&id(ns, &format!("k{k}")))
-            .await
-            .map_err(backend(P))?;
+        let got = archive.inner().get(&id(ns, &format!("k{k}"))).await.map_err(backend(P))?;
         ensure!(
             got.as_ref().map(|i| i.version()) == Some(20 + k),
             P,
@@ -151,14 +126,10 @@ pub async fn wal_drains_only_committed(wal: &dyn Wal) -> Check {
 pub async fn wal_refuses_beyond_bound(wal: &dyn Wal, max_items: u64) -> Check {
     const P: &str = "the WAL is bounded";
     let ns = "conf.bound";
-    let fill: Vec<SyncItem> = (0..max_items)
-        .map(|i| SyncItem::new(id(ns, &format!("k{i}")), 1, "x"))
-        .collect();
+    let fill: Vec<SyncItem> =
+        (0..max_items).map(|i| SyncItem::new(id(ns, &format!("k{i}")), 1, "x")).collect();
     wal.append(&fill).await.map_err(backend(P))?;
-    let over = [
-        SyncItem::new(id(ns, "over"), 1, "x"),
-        SyncItem::new(id(ns, "over2"), 1, "x"),
-    ];
+    let over = [SyncItem::new(id(ns, "over"), 1, "x"), SyncItem::new(id(ns, "over2"), 1, "x")];
     match wal.append(&over).await {
         Ok(_) => return Err(super::fail(P, "append beyond wal_max_items accepted")),
         Err(e) => ensure!(
@@ -168,11 +139,7 @@ pub async fn wal_refuses_beyond_bound(wal: &dyn Wal, max_items: u64) -> Check {
         ),
     }
     let n = wal.stats().await.map_err(backend(P))?.items;
-    ensure!(
-        n == max_items,
-        P,
-        "refused append stored something: {n} pending"
-    );
+    ensure!(n == max_items, P, "refused append stored something: {n} pending");
     wal.remove_through(u64::MAX).await.map_err(backend(P))?;
     Ok(())
 }
@@ -195,10 +162,6 @@ pub async fn snapshots_round_trip(store: &dyn SnapshotStore) -> Check {
     store.save_snapshot(&first).await.map_err(backend(P))?;
     store.save_snapshot(&second).await.map_err(backend(P))?;
     let got = store.load_snapshot().await.map_err(backend(P))?;
-    ensure!(
-        got.as_ref() == Some(&second),
-        P,
-        "loaded {got:?}, expected the last saved"
-    );
+    ensure!(got.as_ref() == Some(&second), P, "loaded {got:?}, expected the last saved");
     Ok(())
 }

@@ -124,10 +124,7 @@ pub(crate) fn dispatch(inner: &Inner, b: Batch) {
     inner.backlog.0.fetch_add(b.bytes, Ordering::Relaxed);
     if let Err(mpsc::error::SendError(Job::Batch(b))) = inner.flush_tx.send(Job::Batch(b)) {
         // The flusher is gone (engine stopped or crashed): fail the waiters.
-        fail_all(
-            b,
-            &Error::new(ErrorKind::ShuttingDown, "the engine's flusher has stopped"),
-        );
+        fail_all(b, &Error::new(ErrorKind::ShuttingDown, "the engine's flusher has stopped"));
     }
 }
 
@@ -178,20 +175,13 @@ pub(crate) async fn flusher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<J
 #[tracing::instrument(name = "flush_batch", skip_all, fields(items = b.writes.len()))]
 pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
     let started = Instant::now();
-    let l3_items: Vec<SyncItem> = b
-        .writes
-        .iter()
-        .filter(|w| w.route != Route::L2Only)
-        .map(|w| w.item.clone())
-        .collect();
+    let l3_items: Vec<SyncItem> =
+        b.writes.iter().filter(|w| w.route != Route::L2Only).map(|w| w.item.clone()).collect();
     let l2_entries: Vec<CacheEntry> = b
         .writes
         .iter()
         .filter(|w| w.route != Route::L3Only)
-        .map(|w| CacheEntry {
-            item: w.item.clone(),
-            ttl: w.ttl,
-        })
+        .map(|w| CacheEntry { item: w.item.clone(), ttl: w.ttl })
         .collect();
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);
@@ -212,17 +202,9 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
     }
     // Neither L3 nor the WAL took these: keep them in the overlay and try again by age.
     for item in retry {
-        let add = PendingWrite {
-            item,
-            route: Route::L3Only,
-            ttl: None,
-            acks: Vec::new(),
-        };
+        let add = PendingWrite { item, route: Route::L3Only, ttl: None, acks: Vec::new() };
         let cfg = inner.cfg();
-        if let Some(full) = inner
-            .pending
-            .add(add, cfg.batch_max_items, cfg.batch_max_bytes)
-        {
+        if let Some(full) = inner.pending.add(add, cfg.batch_max_items, cfg.batch_max_bytes) {
             drop(cfg);
             dispatch(inner, full);
         }
@@ -245,9 +227,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
         match inner.l3.put_batch(items).await {
             Ok(_) => {
                 inner.l3_breaker.success();
-                inner
-                    .overlay
-                    .settle(items.iter().map(|i| (i.id(), i.stamp())));
+                inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
                 return Ok(());
             }
             Err(e) if e.is_retryable() => {
@@ -257,9 +237,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
             Err(e) => {
                 inner.l3_breaker.success();
                 tracing::error!(error = %e, items = items.len(), "L3 rejected a batch");
-                inner
-                    .overlay
-                    .settle(items.iter().map(|i| (i.id(), i.stamp())));
+                inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
                 for i in items {
                     inner.l1.remove(i.id());
                 }
@@ -273,9 +251,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
 async fn divert_to_wal(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
     match inner.wal.append(items).await {
         Ok(_) => {
-            inner
-                .wal_depth
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            inner.wal_depth.fetch_add(items.len() as u64, Ordering::Relaxed);
             metrics::counter!("sync_engine_wal_diverted_items_total").increment(items.len() as u64);
             Ok(())
         }

@@ -51,11 +51,7 @@ impl Breaker {
             name,
             threshold: threshold.max(1),
             pause,
-            inner: Mutex::new(Inner {
-                failures: 0,
-                opened_at: None,
-                probing: false,
-            }),
+            inner: Mutex::new(Inner { failures: 0, opened_at: None, probing: false }),
         }
     }
 
@@ -88,11 +84,7 @@ impl Breaker {
         if i.opened_at.is_some() {
             tracing::info!(backend = self.name, "circuit breaker closed");
         }
-        *i = Inner {
-            failures: 0,
-            opened_at: None,
-            probing: false,
-        };
+        *i = Inner { failures: 0, opened_at: None, probing: false };
         metrics::gauge!("sync_engine_breaker_state", "backend" => self.name).set(0.0);
     }
 

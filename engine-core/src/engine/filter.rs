@@ -59,9 +59,7 @@ impl Filter {
     /// True only when the filter is trusted and does not hold `id`.
     #[inline]
     pub fn definitely_absent(&self, id: &ObjectId) -> bool {
-        self.current
-            .read()
-            .definitely_absent(id.as_str().as_bytes())
+        self.current.read().definitely_absent(id.as_str().as_bytes())
     }
 
     /// Trust state.

@@ -20,10 +20,7 @@ impl Hlc {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = wall.max(last.saturating_add(1));
-            match self
-                .last
-                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(actual) => last = actual,
             }
@@ -48,9 +45,6 @@ mod tests {
         assert!(b > a);
         c.observe(u64::MAX / 2);
         assert!(c.next() > u64::MAX / 2);
-        assert!(
-            a >> COUNTER_BITS > 1_600_000_000_000,
-            "milliseconds in the high bits"
-        );
+        assert!(a >> COUNTER_BITS > 1_600_000_000_000, "milliseconds in the high bits");
     }
 }

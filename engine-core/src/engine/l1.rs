@@ -42,10 +42,7 @@ fn build(max_bytes: u64) -> Cache<ObjectId, Entry, ByBytes> {
 impl L1 {
     /// A cache of `max_bytes`, with entries older than `ttl` treated as absent.
     pub fn new(max_bytes: u64, ttl: Option<Duration>) -> L1 {
-        L1 {
-            cache: RwLock::new(build(max_bytes)),
-            ttl: RwLock::new(ttl),
-        }
+        L1 { cache: RwLock::new(build(max_bytes)), ttl: RwLock::new(ttl) }
     }
 
     /// The cached item (tombstones included), unless older than the TTL.
@@ -67,13 +64,7 @@ impl L1 {
                 return;
             }
         }
-        cache.insert(
-            item.id().clone(),
-            Entry {
-                item: item.clone(),
-                cached_at: Instant::now(),
-            },
-        );
+        cache.insert(item.id().clone(), Entry { item: item.clone(), cached_at: Instant::now() });
     }
 
     /// Drop an id (invalidation).

@@ -21,9 +21,7 @@ use crate::{Error, ErrorKind};
 /// Time one startup phase: a tracing span and the `sync_engine_startup_phase_seconds` metric.
 async fn phase<T>(name: &'static str, f: impl Future<Output = T>) -> T {
     let started = Instant::now();
-    let out = f
-        .instrument(tracing::info_span!("startup_phase", phase = name))
-        .await;
+    let out = f.instrument(tracing::info_span!("startup_phase", phase = name)).await;
     let secs = started.elapsed().as_secs_f64();
     metrics::histogram!("sync_engine_startup_phase_seconds", "phase" => name).record(secs);
     tracing::info!(phase = name, seconds = secs, "startup phase done");
@@ -34,9 +32,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     b.config.validate()?;
     let l3 =
         b.l3.ok_or_else(|| Error::new(ErrorKind::Config, "no archive (L3) given to the builder"))?;
-    let wal = b
-        .wal
-        .ok_or_else(|| Error::new(ErrorKind::Config, "no WAL given to the builder"))?;
+    let wal = b.wal.ok_or_else(|| Error::new(ErrorKind::Config, "no WAL given to the builder"))?;
     let cfg = b.config;
     let (state_tx, _) = watch::channel(EngineState::Created);
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
@@ -84,10 +80,8 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     };
 
     let flusher = tokio::spawn(batcher::flusher(inner.clone(), flush_rx));
-    let engine = SyncEngine {
-        inner: inner.clone(),
-        tasks: Arc::new(Tasks(Mutex::new(vec![flusher]))),
-    };
+    let engine =
+        SyncEngine { inner: inner.clone(), tasks: Arc::new(Tasks(Mutex::new(vec![flusher]))) };
 
     if degraded {
         inner.l3_breaker.trip();
@@ -124,10 +118,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
 async fn connect_l3(inner: &Inner) -> crate::Result<()> {
     let (attempts, mut backoff) = {
         let c = inner.cfg();
-        (
-            c.startup_l3_attempts.max(1),
-            Duration::from_millis(c.startup_backoff_ms),
-        )
+        (c.startup_l3_attempts.max(1), Duration::from_millis(c.startup_backoff_ms))
     };
     let mut last = None;
     for attempt in 1..=attempts {
@@ -144,11 +135,9 @@ async fn connect_l3(inner: &Inner) -> crate::Result<()> {
         }
     }
     let e = last.map(|e| e.to_string()).unwrap_or_default();
-    Err(
-        Error::unavailable(format!("L3 unreachable after {attempts} attempts: {e}"))
-            .with_operation("start")
-            .persistent(),
-    )
+    Err(Error::unavailable(format!("L3 unreachable after {attempts} attempts: {e}"))
+        .with_operation("start")
+        .persistent())
 }
 
 /// Phases 3–5 (also run by maintenance when L3 returns after a degraded start): drain the WAL,
@@ -217,10 +206,7 @@ pub(crate) async fn warm_filter(inner: &Inner) -> crate::Result<()> {
             inner.filter.note(id);
         }
         scanned += ids.len() as u64;
-        inner
-            .maint
-            .warmup_progress
-            .store(scanned, Ordering::Relaxed);
+        inner.maint.warmup_progress.store(scanned, Ordering::Relaxed);
         tracing::debug!(scanned, "filter warm-up progress");
         if !full {
             break;

@@ -92,10 +92,7 @@ pub struct Health {
 impl Health {
     /// Ready to serve: started and not stopping.
     pub fn is_ready(&self) -> bool {
-        matches!(
-            self.state,
-            EngineState::Ready | EngineState::Running | EngineState::Degraded
-        )
+        matches!(self.state, EngineState::Ready | EngineState::Running | EngineState::Degraded)
     }
 }
 
@@ -113,14 +110,9 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
         inner.l3.put_batch(&items).await?;
         inner.l3_breaker.success();
         inner.wal.remove_through(last).await?;
-        inner
-            .overlay
-            .settle(items.iter().map(|i| (i.id(), i.stamp())));
+        inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
         drained += items.len() as u64;
-        let left = inner
-            .wal_depth
-            .load(Ordering::Relaxed)
-            .saturating_sub(items.len() as u64);
+        let left = inner.wal_depth.load(Ordering::Relaxed).saturating_sub(items.len() as u64);
         inner.wal_depth.store(left, Ordering::Relaxed);
     }
     if let Ok(s) = inner.wal.stats().await {
@@ -128,11 +120,7 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
     }
     metrics::gauge!("sync_engine_wal_depth").set(inner.wal_depth.load(Ordering::Relaxed) as f64);
     if drained > 0 {
-        tracing::info!(
-            drained,
-            seconds = started.elapsed().as_secs_f64(),
-            "WAL drained into L3"
-        );
+        tracing::info!(drained, seconds = started.elapsed().as_secs_f64(), "WAL drained into L3");
         // L2 was written while L3 was not: make sure they agree again.
         inner.l2_needs_repair.store(true, Ordering::Relaxed);
     }
@@ -258,10 +246,7 @@ impl SyncEngine {
         // Filter snapshots by time and by insert count (0 disables either).
         let (interval, every) = {
             let c = inner.cfg();
-            (
-                c.filter_snapshot_interval_ms,
-                c.filter_snapshot_every_inserts,
-            )
+            (c.filter_snapshot_interval_ms, c.filter_snapshot_every_inserts)
         };
         let due_time = interval > 0
             && inner
@@ -274,11 +259,8 @@ impl SyncEngine {
             report.snapshot = snapshot_filter(inner).await.unwrap_or(false);
         }
         // Tombstone purge, hourly.
-        let purge_due = inner
-            .maint
-            .last_purge
-            .lock()
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        let purge_due =
+            inner.maint.last_purge.lock().is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
         if purge_due && inner.l3_breaker.state() == BreakerState::Closed {
             let cutoff = crate::now_ms().saturating_sub(inner.cfg().tombstone_retention_ms);
             if let Ok(n) = inner.l3.purge_tombstones(cutoff).await {

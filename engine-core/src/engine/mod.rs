@@ -204,13 +204,7 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// A builder over `config`.
     pub fn builder(config: Config) -> Builder {
-        Builder {
-            config,
-            l3: None,
-            l2: None,
-            wal: None,
-            reload: None,
-        }
+        Builder { config, l3: None, l2: None, wal: None, reload: None }
     }
 
     /// The current state.

@@ -44,14 +44,7 @@ impl SyncEngine {
             hit("filter", started);
             return Ok(None);
         }
-        let cell: Shared = self
-            .inner
-            .reads
-            .inflight
-            .lock()
-            .entry(id.clone())
-            .or_default()
-            .clone();
+        let cell: Shared = self.inner.reads.inflight.lock().entry(id.clone()).or_default().clone();
         let result = cell.get_or_init(|| fetch(&self.inner, id)).await.clone();
         {
             let mut map = self.inner.reads.inflight.lock();
@@ -112,9 +105,7 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (E
             }
         }
     }
-    let found = read_l3(inner, ids)
-        .await
-        .map_err(|e| (e.kind(), e.to_string()))?;
+    let found = read_l3(inner, ids).await.map_err(|e| (e.kind(), e.to_string()))?;
     let item = found.into_iter().next().flatten();
     if let Some(item) = &item {
         inner.l1.put(item);
@@ -167,7 +158,7 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
 async fn read_l3(inner: &Inner, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
     if !inner.l3_breaker.allow() {
         return Err(
-            Error::unavailable("L3 is unavailable (circuit breaker open)").with_operation("get"),
+            Error::unavailable("L3 is unavailable (circuit breaker open)").with_operation("get")
         );
     }
     match inner.l3.get_many(ids).await {

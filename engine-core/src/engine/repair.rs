@@ -79,11 +79,8 @@ impl SyncEngine {
 pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result<RepairReport> {
     let started = Instant::now();
     let l2 = inner.l2.as_ref().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Unsupported,
-            "no L2 cache is configured: nothing to verify",
-        )
-        .with_operation("verify")
+        Error::new(ErrorKind::Unsupported, "no L2 cache is configured: nothing to verify")
+            .with_operation("verify")
     })?;
     let key = NodeKey::path(prefix);
     let (a, b) = tokio::try_join!(l2.node(&key), inner.l3.node(&key))?;
@@ -104,12 +101,7 @@ pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result
         let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
         report.nodes_compared = d.nodes_compared;
         report.differing = d.differences.len();
-        report.sample = d
-            .differences
-            .iter()
-            .take(100)
-            .map(|x| x.id.clone())
-            .collect();
+        report.sample = d.differences.iter().take(100).map(|x| x.id.clone()).collect();
         if fix {
             let mut upsert = Vec::new();
             let mut remove = Vec::new();

@@ -41,10 +41,7 @@ pub struct SubmitOptions {
 impl SubmitOptions {
     /// Durable acknowledgement.
     pub fn durable() -> SubmitOptions {
-        SubmitOptions {
-            durable: true,
-            ..SubmitOptions::default()
-        }
+        SubmitOptions { durable: true, ..SubmitOptions::default() }
     }
 }
 
@@ -52,8 +49,7 @@ impl SyncEngine {
     /// Write `content` under `id` (write-behind: durable within one flush interval). Returns the
     /// version the write got. Bad input is rejected with an error naming it, storing nothing.
     pub async fn submit(&self, id: &str, content: impl Into<Bytes>) -> crate::Result<u64> {
-        self.submit_with(id, content, SubmitOptions::default())
-            .await
+        self.submit_with(id, content, SubmitOptions::default()).await
     }
 
     /// Write with options (version, route, TTL, durability, state tag).
@@ -97,8 +93,7 @@ impl SyncEngine {
     pub async fn delete_with(&self, id: &str, opts: SubmitOptions) -> crate::Result<u64> {
         let id = ObjectId::with_max_len(id, self.inner.limits.max_id_len)?;
         let version = opts.version.unwrap_or_else(|| self.inner.hlc.next());
-        self.submit_item(SyncItem::tombstone(id, version), &opts)
-            .await
+        self.submit_item(SyncItem::tombstone(id, version), &opts).await
     }
 
     /// Submit a prepared item (write or tombstone).
@@ -117,8 +112,7 @@ impl SyncEngine {
             .flush_tx
             .send(Job::Barrier(tx))
             .map_err(|_| Error::new(ErrorKind::ShuttingDown, "the engine has stopped"))?;
-        rx.await
-            .map_err(|_| Error::new(ErrorKind::ShuttingDown, "the engine stopped during flush"))
+        rx.await.map_err(|_| Error::new(ErrorKind::ShuttingDown, "the engine stopped during flush"))
     }
 
     async fn enqueue(
@@ -135,10 +129,8 @@ impl SyncEngine {
             .with_operation("submit"));
         }
         if opts.route == Route::L2Only && inner.l2.is_none() {
-            return Err(
-                Error::invalid("route L2Only needs an L2 cache, and none is configured")
-                    .with_operation("submit"),
-            );
+            return Err(Error::invalid("route L2Only needs an L2 cache, and none is configured")
+                .with_operation("submit"));
         }
         backpressure::admit(inner).await?;
         inner.hlc.observe(item.version());
@@ -165,12 +157,7 @@ impl SyncEngine {
         } else {
             (Vec::new(), None)
         };
-        let w = PendingWrite {
-            item,
-            route: opts.route,
-            ttl,
-            acks: ack,
-        };
+        let w = PendingWrite { item, route: opts.route, ttl, acks: ack };
         let (max_items, max_bytes) = {
             let c = inner.cfg();
             (c.batch_max_items, c.batch_max_bytes)

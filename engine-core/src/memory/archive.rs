@@ -83,19 +83,14 @@ impl ArchiveStore for MemoryArchive {
 
     async fn count(&self, prefix: &str) -> Result<u64> {
         let state = self.state.lock();
-        Ok(state
-            .items
-            .iter()
-            .filter(|(id, i)| id.has_prefix(prefix) && !i.is_tombstone())
-            .count() as u64)
+        Ok(state.items.iter().filter(|(id, i)| id.has_prefix(prefix) && !i.is_tombstone()).count()
+            as u64)
     }
 
     async fn purge_tombstones(&self, older_than_ms: u64) -> Result<u64> {
         let mut state = self.state.lock();
         let before = state.items.len();
-        state
-            .items
-            .retain(|_, i| !(i.is_tombstone() && i.updated_at() < older_than_ms));
+        state.items.retain(|_, i| !(i.is_tombstone() && i.updated_at() < older_than_ms));
         Ok((before - state.items.len()) as u64)
     }
 

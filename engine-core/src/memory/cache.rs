@@ -59,24 +59,13 @@ impl MemoryCache {
     pub fn tamper(&self, item: SyncItem) {
         let mut s = self.state.lock();
         tree_op(s.tree.upsert(item.id().as_str(), item.leaf_digest()));
-        s.slots.insert(
-            item.id().clone(),
-            Slot {
-                item,
-                expires_at: None,
-            },
-        );
+        s.slots.insert(item.id().clone(), Slot { item, expires_at: None });
     }
 
     /// Number of live, unexpired entries.
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.state
-            .lock()
-            .slots
-            .values()
-            .filter(|s| s.alive(now) && !s.item.is_tombstone())
-            .count()
+        self.state.lock().slots.values().filter(|s| s.alive(now) && !s.item.is_tombstone()).count()
     }
 
     /// True when no live entry is cached.
@@ -112,11 +101,8 @@ impl CacheStore for MemoryCache {
         let mut outcome = PutOutcome::default();
         for e in entries {
             let id = e.item.id();
-            let stored = s
-                .slots
-                .get(id)
-                .filter(|slot| slot.alive(now))
-                .map(|slot| slot.item.stamp());
+            let stored =
+                s.slots.get(id).filter(|slot| slot.alive(now)).map(|slot| slot.item.stamp());
             if !newer_wins(&e.item.stamp(), stored.as_ref()) {
                 outcome.stale += 1;
                 continue;
@@ -127,13 +113,7 @@ impl CacheStore for MemoryCache {
                 tree_op(s.tree.upsert(id.as_str(), e.item.leaf_digest()));
             }
             let expires_at = e.ttl.map(|ttl| now + ttl);
-            s.slots.insert(
-                id.clone(),
-                Slot {
-                    item: e.item.clone(),
-                    expires_at,
-                },
-            );
+            s.slots.insert(id.clone(), Slot { item: e.item.clone(), expires_at });
             outcome.applied += 1;
         }
         Ok(outcome)

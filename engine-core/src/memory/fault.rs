@@ -99,9 +99,7 @@ impl FaultPlan {
         match fail {
             Some(msg) => {
                 self.failures.fetch_add(1, Ordering::SeqCst);
-                Err(Error::unavailable(msg)
-                    .with_operation(op)
-                    .with_backend("faulty"))
+                Err(Error::unavailable(msg).with_operation(op).with_backend("faulty"))
             }
             None => Ok(()),
         }
@@ -118,10 +116,7 @@ pub struct Faulty<T> {
 impl<T> Faulty<T> {
     /// Wrap `inner` with a fresh plan seeded by `seed`.
     pub fn new(inner: T, seed: u64) -> Faulty<T> {
-        Faulty {
-            inner,
-            plan: Arc::new(FaultPlan::new(seed)),
-        }
+        Faulty { inner, plan: Arc::new(FaultPlan::new(seed)) }
     }
 
     /// The shared fault plan.

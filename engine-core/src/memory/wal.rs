@@ -35,11 +35,7 @@ impl MemoryWal {
     /// An empty WAL bounded by `max_items` pending items and `max_bytes` pending bytes.
     pub fn new(max_items: u64, max_bytes: u64) -> MemoryWal {
         MemoryWal {
-            state: Arc::new(Mutex::new(State {
-                entries: VecDeque::new(),
-                next_seq: 1,
-                bytes: 0,
-            })),
+            state: Arc::new(Mutex::new(State { entries: VecDeque::new(), next_seq: 1, bytes: 0 })),
             max_items,
             max_bytes,
             snapshot: Arc::default(),
@@ -75,24 +71,14 @@ impl Wal for MemoryWal {
         for item in items {
             let seq = s.next_seq;
             s.next_seq += 1;
-            s.entries.push_back(WalEntry {
-                seq,
-                item: item.clone(),
-            });
+            s.entries.push_back(WalEntry { seq, item: item.clone() });
         }
         s.bytes += add_bytes;
         Ok(s.next_seq - 1)
     }
 
     async fn peek(&self, limit: usize) -> Result<Vec<WalEntry>> {
-        Ok(self
-            .state
-            .lock()
-            .entries
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(self.state.lock().entries.iter().take(limit).cloned().collect())
     }
 
     async fn remove_through(&self, through: u64) -> Result<u64> {
@@ -109,10 +95,7 @@ impl Wal for MemoryWal {
 
     async fn stats(&self) -> Result<WalStats> {
         let s = self.state.lock();
-        Ok(WalStats {
-            items: s.entries.len() as u64,
-            bytes: s.bytes,
-        })
+        Ok(WalStats { items: s.entries.len() as u64, bytes: s.bytes })
     }
 }
 

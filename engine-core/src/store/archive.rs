@@ -22,20 +22,12 @@ pub struct KeyScan {
 impl KeyScan {
     /// The first page of ids under `prefix`.
     pub fn prefix(prefix: impl Into<String>, limit: usize) -> KeyScan {
-        KeyScan {
-            prefix: prefix.into(),
-            after: None,
-            limit: limit.max(1),
-        }
+        KeyScan { prefix: prefix.into(), after: None, limit: limit.max(1) }
     }
 
     /// The page after `last`.
     pub fn next_page(&self, last: &ObjectId) -> KeyScan {
-        KeyScan {
-            prefix: self.prefix.clone(),
-            after: Some(last.clone()),
-            limit: self.limit,
-        }
+        KeyScan { prefix: self.prefix.clone(), after: Some(last.clone()), limit: self.limit }
     }
 }
 
@@ -87,11 +79,7 @@ pub trait ArchiveStore: Send + Sync {
 pub trait ArchiveExt: ArchiveStore {
     /// One item, or `None` if absent or deleted.
     async fn get(&self, id: &ObjectId) -> Result<Option<SyncItem>> {
-        Ok(self
-            .get_many(std::slice::from_ref(id))
-            .await?
-            .pop()
-            .flatten())
+        Ok(self.get_many(std::slice::from_ref(id)).await?.pop().flatten())
     }
 
     /// True when a live item exists.
@@ -101,8 +89,7 @@ pub trait ArchiveExt: ArchiveStore {
 
     /// Store a tombstone for `id` at `version`.
     async fn delete(&self, id: &ObjectId, version: u64) -> Result<PutOutcome> {
-        self.put_batch(&[SyncItem::tombstone(id.clone(), version)])
-            .await
+        self.put_batch(&[SyncItem::tombstone(id.clone(), version)]).await
     }
 
     /// Every live id under `prefix`, by keyset pages of `page` ids.
@@ -140,10 +127,8 @@ pub trait ArchiveExt: ArchiveStore {
                 break;
             };
             let full = ids.len() >= scan.limit;
-            let batch: Vec<SyncItem> = ids
-                .into_iter()
-                .map(|id| SyncItem::tombstone(id, version))
-                .collect();
+            let batch: Vec<SyncItem> =
+                ids.into_iter().map(|id| SyncItem::tombstone(id, version)).collect();
             deleted += self.put_batch(&batch).await?.applied as u64;
             if !full {
                 break;

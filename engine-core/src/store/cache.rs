@@ -60,11 +60,7 @@ pub trait CacheStore: Send + Sync {
 pub trait CacheExt: CacheStore {
     /// One item.
     async fn get(&self, id: &ObjectId) -> Result<Option<SyncItem>> {
-        Ok(self
-            .get_many(std::slice::from_ref(id))
-            .await?
-            .pop()
-            .flatten())
+        Ok(self.get_many(std::slice::from_ref(id)).await?.pop().flatten())
     }
 
     /// True when a live, unexpired item is cached.
@@ -79,8 +75,7 @@ pub trait CacheExt: CacheStore {
 
     /// Store a tombstone for `id` at `version`.
     async fn delete(&self, id: &ObjectId, version: u64) -> Result<PutOutcome> {
-        self.put_batch(&[CacheEntry::new(SyncItem::tombstone(id.clone(), version))])
-            .await
+        self.put_batch(&[CacheEntry::new(SyncItem::tombstone(id.clone(), version))]).await
     }
 }
 

@@ -26,20 +26,12 @@ pub trait MerkleStore: Send + Sync {
 pub trait MerkleExt: MerkleStore {
     /// The root hash ([`Digest::ZERO`] when empty).
     async fn root_hash(&self) -> Result<Digest> {
-        Ok(self
-            .node(&NodeKey::root())
-            .await?
-            .unwrap_or_default()
-            .hash())
+        Ok(self.node(&NodeKey::root()).await?.unwrap_or_default().hash())
     }
 
     /// The hash of the subtree under a dotted path prefix.
     async fn subtree_hash(&self, path: &str) -> Result<Digest> {
-        Ok(self
-            .node(&NodeKey::path(path))
-            .await?
-            .unwrap_or_default()
-            .hash())
+        Ok(self.node(&NodeKey::path(path)).await?.unwrap_or_default().hash())
     }
 }
 

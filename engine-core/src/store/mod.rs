@@ -27,9 +27,6 @@ pub struct PutOutcome {
 impl PutOutcome {
     /// Add the counts of another batch.
     pub fn merge(self, other: PutOutcome) -> PutOutcome {
-        PutOutcome {
-            applied: self.applied + other.applied,
-            stale: self.stale + other.stale,
-        }
+        PutOutcome { applied: self.applied + other.applied, stale: self.stale + other.stale }
     }
 }

@@ -37,9 +37,7 @@ impl Rig {
     }
 
     pub async fn start(&self) -> SyncEngine {
-        self.start_with(Self::config())
-            .await
-            .expect("engine starts")
+        self.start_with(Self::config()).await.expect("engine starts")
     }
 
     pub async fn start_with(&self, config: Config) -> sync_engine_core::Result<SyncEngine> {
@@ -52,11 +50,7 @@ impl Rig {
     }
 
     pub async fn start_without_l2(&self, config: Config) -> sync_engine_core::Result<SyncEngine> {
-        SyncEngine::builder(config)
-            .archive(self.l3.clone())
-            .wal(self.wal.clone())
-            .start()
-            .await
+        SyncEngine::builder(config).archive(self.l3.clone()).wal(self.wal.clone()).start().await
     }
 }
 

@@ -58,8 +58,5 @@ pub fn items(max: usize) -> impl Strategy<Value = BTreeMap<String, u64>> {
 
 /// Items as (id, digest).
 pub fn digests(items: &BTreeMap<String, u64>) -> BTreeMap<String, Digest> {
-    items
-        .iter()
-        .map(|(id, v)| (id.clone(), digest(id, *v)))
-        .collect()
+    items.iter().map(|(id, v)| (id.clone(), digest(id, *v))).collect()
 }

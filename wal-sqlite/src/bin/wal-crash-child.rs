@@ -84,11 +84,7 @@ async fn main() {
                 appends += 1;
                 if task == 0 && appends % 25 == 0 {
                     // Remove a prefix, as a drain would after the archive committed it.
-                    let through = wal
-                        .peek(40)
-                        .await
-                        .ok()
-                        .and_then(|v| v.last().map(|e| e.seq));
+                    let through = wal.peek(40).await.ok().and_then(|v| v.last().map(|e| e.seq));
                     if let Some(through) = through {
                         say(format!("RMREQ {through}"));
                         if wal.remove_through(through).await.is_ok() {

@@ -7,9 +7,8 @@ use sync_engine_core::{ObjectId, SyncItem};
 
 /// Item `k` of a test: id `t.k{k}`, version `k + 1`, 512 bytes derived from `k`.
 pub fn item(k: u64) -> SyncItem {
-    let content: Vec<u8> = (0..512u64)
-        .map(|i| (i.wrapping_mul(31) ^ k.wrapping_mul(131)) as u8)
-        .collect();
+    let content: Vec<u8> =
+        (0..512u64).map(|i| (i.wrapping_mul(31) ^ k.wrapping_mul(131)) as u8).collect();
     SyncItem::new(ObjectId::new(&format!("t.k{k}")).unwrap(), k + 1, content)
 }
 

@@ -30,7 +30,10 @@ fn spinner(msg: &'static str, json: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.set_message(msg);
     pb.enable_steady_tick(Duration::from_millis(100));
     pb
@@ -81,7 +84,8 @@ async fn command(node: &Node, command: Command, json: bool) -> sync_engine::Resu
                 );
                 Ok(())
             }
-            None => Err(Error::new(ErrorKind::InvalidInput, format!("`{id}` not found")).with_operation("get")),
+            None => Err(Error::new(ErrorKind::InvalidInput, format!("`{id}` not found"))
+                .with_operation("get")),
         },
         Command::Delete { id } => {
             let v = engine.delete_with(&id, SubmitOptions::durable()).await?;
@@ -102,7 +106,10 @@ async fn command(node: &Node, command: Command, json: bool) -> sync_engine::Resu
         }
         Command::Verify { prefix } | Command::Repair { prefix } if node.backends.l2.is_none() => {
             let _ = prefix;
-            Err(Error::new(ErrorKind::Unsupported, "verify and repair compare L2 with L3: give --redis URL"))
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                "verify and repair compare L2 with L3: give --redis URL",
+            ))
         }
         Command::Verify { prefix } => {
             let pb = spinner("verifying", json);
@@ -122,7 +129,11 @@ async fn command(node: &Node, command: Command, json: bool) -> sync_engine::Resu
         }
         Command::Wal { action: WalAction::Status } => {
             let s = node.backends.wal.stats().await?;
-            print_pairs(json, "wal", &[row("pending_items", s.items), row("pending_bytes", s.bytes)]);
+            print_pairs(
+                json,
+                "wal",
+                &[row("pending_items", s.items), row("pending_bytes", s.bytes)],
+            );
             Ok(())
         }
         Command::Wal { action: WalAction::Drain } => {

@@ -15,8 +15,9 @@ fn bar(n: u64, json: bool, msg: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(n);
-    let style = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style.progress_chars("=> "));
     pb.set_message(msg);
     pb
@@ -58,7 +59,10 @@ pub async fn run(cfg: Config, items: u64, size: usize, json: bool) -> sync_engin
     for (i, id) in ids(items) {
         let got = engine.get(&id).await?;
         if got.as_ref().map(|g| g.content().as_ref()) != Some(payload(i, size).as_slice()) {
-            return Err(Error::new(ErrorKind::Contract, format!("read back of `{id}` does not match what was written")));
+            return Err(Error::new(
+                ErrorKind::Contract,
+                format!("read back of `{id}` does not match what was written"),
+            ));
         }
         pb.inc(1);
     }
@@ -70,7 +74,8 @@ pub async fn run(cfg: Config, items: u64, size: usize, json: bool) -> sync_engin
     let started = Instant::now();
     let mut in_l3 = 0u64;
     for chunk in all.chunks(1000) {
-        in_l3 += node.backends.l3.get_many(chunk).await?.iter().filter(|x| x.is_some()).count() as u64;
+        in_l3 +=
+            node.backends.l3.get_many(chunk).await?.iter().filter(|x| x.is_some()).count() as u64;
     }
     let read_l3 = started.elapsed();
     let (mut in_l2, mut read_l2) = (None, None);
@@ -122,7 +127,10 @@ pub async fn run(cfg: Config, items: u64, size: usize, json: bool) -> sync_engin
     }
     print_pairs(json, "sync-engine demo", &rows);
     if in_l3 != items {
-        return Err(Error::new(ErrorKind::Contract, format!("L3 holds {in_l3} of {items} demo items")));
+        return Err(Error::new(
+            ErrorKind::Contract,
+            format!("L3 holds {in_l3} of {items} demo items"),
+        ));
     }
     Ok(())
 }
