@@ -188,9 +188,19 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
-        let config: Config = Config::deserialize(table).map_err(|e| {
+        let config: Config = Config::deserialize(table.clone()).map_err(|e| {
             let msg = e.message().to_owned();
-            let field = field_in_message(&msg).unwrap_or_else(|| "<config>".into());
+            // serde names unknown and missing fields; for a bad value, find the key that fails
+            // on its own.
+            let field = field_in_message(&msg)
+                .or_else(|| {
+                    table.iter().find_map(|(k, v)| {
+                        let mut one = toml::Table::new();
+                        one.insert(k.clone(), v.clone());
+                        Config::deserialize(one).is_err().then(|| k.clone())
+                    })
+                })
+                .unwrap_or_else(|| "<config>".into());
             ConfigError::new(field, msg)
         })?;
         config.validate()?;
@@ -379,6 +389,7 @@ mod tests {
         assert_eq!(e.field, "batch_max_itemz");
         let e = Config::from_toml_str("batch_max_items = \"ten\"").unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
+        assert_eq!(e.field, "batch_max_items");
         let e = Config::from_toml_str("batch_max_items = 0").unwrap_err();
         assert_eq!(e.field, "batch_max_items");
         let e = Config::from_toml_str("backpressure_throttle_ratio = 0.99").unwrap_err();
