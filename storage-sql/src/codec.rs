@@ -14,14 +14,17 @@ use sync_engine_core::merkle::{segment_hash, Acc, Digest, NodeValue};
 
 use crate::error::{Failure, Fallible};
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 const FLIP: u64 = 1 << 63;
 
 /// Order-preserving `u64` → `i64` (for signed BIGINT columns).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn to_ord(x: u64) -> i64 {
     (x ^ FLIP) as i64
 }
 
 /// Inverse of [`to_ord`].
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn from_ord(x: i64) -> u64 {
     (x as u64) ^ FLIP
 }

@@ -114,6 +114,8 @@ async fn run(url: String) {
         Inner::MySql(c) => enforce(c).await,
         #[cfg(feature = "postgres")]
         Inner::Postgres(c) => enforce(c).await,
+        #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
+        Inner::NoDriver(never) => match *never {},
     }
     store.ping().await.unwrap();
     store.drop_tables().await.unwrap();

@@ -38,6 +38,9 @@ pub(crate) struct Core<D: Driver> {
     pub threshold: usize,
     /// Node rows valid at the tree generation this process last committed.
     pub cache: Mutex<NodeCache>,
+    /// Conflicts are retried while the batch has run for less than this (the acquire timeout),
+    /// so a caller waits for a failure about as long as for an unreachable database.
+    pub retry_budget: Duration,
 }
 
 impl<D: Driver> Core<D> {
@@ -46,17 +49,22 @@ impl<D: Driver> Core<D> {
     }
 
     /// Store a batch under newer-wins, with its Merkle update, in one transaction; retried on
-    /// transaction conflicts.
+    /// transaction conflicts (up to [`PUT_ATTEMPTS`] attempts within the retry budget).
     pub(crate) async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome, Error> {
         if items.is_empty() {
             return Ok(PutOutcome::default());
         }
         let candidates = Candidates::new(items).map_err(self.err("put_batch"))?;
+        let started = Instant::now();
         let mut attempt = 1;
         loop {
             match self.try_put(&candidates).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(f) if attempt < PUT_ATTEMPTS && is_conflict(D::NAME, &f) => {
+                Err(f)
+                    if attempt < PUT_ATTEMPTS
+                        && started.elapsed() < self.retry_budget
+                        && is_conflict(D::NAME, &f) =>
+                {
                     tracing::debug!(attempt, backend = D::NAME, "put_batch conflict; retrying");
                     let jitter = u64::from(std::process::id() % 7) + u64::from(attempt);
                     tokio::time::sleep(Duration::from_millis(5 * (1 << attempt) + jitter)).await;

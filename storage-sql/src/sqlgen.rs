@@ -3,6 +3,7 @@
 //! prepared statements stay cached), and statement chunking under bind-parameter and byte limits.
 
 /// `(?,?,...),(?,...)` for `rows` rows of `cols` parameters.
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 pub(crate) fn tuples(rows: usize, cols: usize) -> String {
     let one = format!("({})", list(cols));
     let mut s = String::with_capacity(rows * (one.len() + 1));
@@ -16,6 +17,7 @@ pub(crate) fn tuples(rows: usize, cols: usize) -> String {
 }
 
 /// `?,?,...` for `n` parameters (an `IN` list).
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 pub(crate) fn list(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);
     for i in 0..n {
@@ -30,6 +32,7 @@ pub(crate) fn list(n: usize) -> String {
 /// The padded size of an `IN` list of `n` values: the next power of two (at least 1), so a
 /// driver prepares at most ~log2(max) distinct statements per query shape. Padding repeats a
 /// value already in the list, which changes nothing for `IN`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 pub(crate) fn padded(n: usize) -> usize {
     n.max(1).next_power_of_two()
 }

@@ -26,6 +26,10 @@ enum Inner {
     MySql(Box<Core<crate::mysql::MySqlDriver>>),
     #[cfg(feature = "postgres")]
     Postgres(Box<Core<crate::postgres::PgDriver>>),
+    /// No driver compiled in: never constructed.
+    #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
+    #[allow(dead_code)]
+    NoDriver(std::convert::Infallible),
 }
 
 /// Run `$body` with `$core` bound to whichever driver's [`Core`] the store holds.
@@ -38,6 +42,8 @@ macro_rules! dispatch {
             Inner::MySql($core) => $body,
             #[cfg(feature = "postgres")]
             Inner::Postgres($core) => $body,
+            #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
+            Inner::NoDriver(never) => match *never {},
         }
     };
 }
@@ -83,22 +89,41 @@ impl SqlStore {
                 .unwrap_or(u64::MAX),
         };
         let threshold = options.split_threshold;
+        let retry_budget = options.acquire_timeout;
         let cache = || std::sync::Mutex::new(crate::tree::NodeCache::new(options.node_cache_rows));
         let inner = match dialect {
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => {
                 let driver = crate::sqlite::SqliteDriver::connect(url, &options, &ctx).await?;
-                Inner::Sqlite(Box::new(Core { driver, ctx, threshold, cache: cache() }))
+                Inner::Sqlite(Box::new(Core {
+                    driver,
+                    ctx,
+                    threshold,
+                    cache: cache(),
+                    retry_budget,
+                }))
             }
             #[cfg(feature = "mysql")]
             Dialect::MySql => {
                 let driver = crate::mysql::MySqlDriver::connect(url, &options, &ctx).await?;
-                Inner::MySql(Box::new(Core { driver, ctx, threshold, cache: cache() }))
+                Inner::MySql(Box::new(Core {
+                    driver,
+                    ctx,
+                    threshold,
+                    cache: cache(),
+                    retry_budget,
+                }))
             }
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
                 let driver = crate::postgres::PgDriver::connect(url, &options, &ctx).await?;
-                Inner::Postgres(Box::new(Core { driver, ctx, threshold, cache: cache() }))
+                Inner::Postgres(Box::new(Core {
+                    driver,
+                    ctx,
+                    threshold,
+                    cache: cache(),
+                    retry_budget,
+                }))
             }
             #[allow(unreachable_patterns)]
             other => {

@@ -137,7 +137,9 @@ impl TreePlan {
         let mut out = TreeWrites::default();
         let mut deleted_paths: HashSet<&str> = HashSet::new();
         for d in &self.deltas {
-            let (_, new) = values[d.path.as_str()];
+            let Some(&(_, new)) = values.get(d.path.as_str()) else {
+                return Err(contract(format!("no value computed for path {:?}", d.path)));
+            };
             let mut row = match paths.get(&d.path) {
                 Some(r) => r.clone(),
                 None => new_path_row(&d.path),
