@@ -84,6 +84,35 @@ pub async fn open_l2(config: &Config) -> Result<Option<Arc<dyn L2Store>>> {
     }
 }
 
+/// An L2 handle that keeps trying to connect to `redis_url` (for a server that is down at
+/// start); `None` when no L2 is configured or compiled in.
+fn reconnecting_l2(config: &Config) -> Option<Arc<dyn L2Store>> {
+    #[cfg(feature = "redis")]
+    {
+        let url = config.redis_url.as_ref()?;
+        let for_connector = config.clone();
+        let connector: crate::reconnect::Connector = Arc::new(move || {
+            let config = for_connector.clone();
+            Box::pin(async move {
+                let store = sync_engine_redis::RedisStore::from_config(&config).await?;
+                Ok(Arc::new(store) as Arc<dyn L2Store>)
+            })
+        });
+        let retry = std::time::Duration::from_millis(config.breaker_open_ms.max(100));
+        Some(Arc::new(crate::reconnect::ReconnectingL2::new(
+            "redis",
+            url.redacted(),
+            retry,
+            connector,
+        )))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = config;
+        None
+    }
+}
+
 /// Open the WAL at `wal_path`.
 pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
     #[cfg(feature = "wal-sqlite")]
@@ -103,7 +132,10 @@ pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
 }
 
 /// Open every configured backend: WAL first (the durability lifeline), then L3, then L2.
-/// An unreachable L2 is not an error here: the engine runs without it and repairs it later.
+/// An unreachable L2 is not an error here: it is opened as a [`ReconnectingL2`] that connects
+/// when the server answers; until then the engine reads through to L3 and repairs L2 later.
+///
+/// [`ReconnectingL2`]: crate::reconnect::ReconnectingL2
 pub async fn open_backends(config: &Config) -> Result<Backends> {
     config.validate()?;
     let wal = open_wal(config).await?;
@@ -114,8 +146,8 @@ pub async fn open_backends(config: &Config) -> Result<Backends> {
             return Err(e)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "L2 unreachable; starting without it");
-            None
+            tracing::warn!(error = %e, "L2 unreachable at start; connecting in the background");
+            reconnecting_l2(config)
         }
     };
     Ok(Backends { l3, l2, wal })
