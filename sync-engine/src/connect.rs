@@ -104,10 +104,19 @@ pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
 
 /// Open every configured backend: WAL first (the durability lifeline), then L3, then L2.
 /// An unreachable L2 is not an error here: the engine runs without it and repairs it later.
+/// An unreachable L3 is not one either when `allow_degraded_start` is set: the archive then
+/// connects on first use, and the engine starts degraded (writes go to the WAL).
 pub async fn open_backends(config: &Config) -> Result<Backends> {
     config.validate()?;
     let wal = open_wal(config).await?;
-    let l3 = open_l3(config).await?;
+    let l3: Arc<dyn L3Store> = match open_l3(config).await {
+        Ok(l3) => l3,
+        Err(e) if config.allow_degraded_start && e.is_retryable() => {
+            tracing::warn!(error = %e, "L3 unreachable; it will be connected when it returns");
+            Arc::new(crate::lazy::LazyL3::new(config.clone()))
+        }
+        Err(e) => return Err(e),
+    };
     let l2 = match open_l2(config).await {
         Ok(l2) => l2,
         Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => {

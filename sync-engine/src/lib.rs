@@ -17,6 +17,7 @@
 //! ```
 
 mod connect;
+mod lazy;
 
 pub use connect::{connect, open_backends, Backends, Node};
 pub use sync_engine_core::engine::{
