@@ -180,15 +180,19 @@ impl Tally {
         self.ack_times.iter().filter(|t| **t >= from && **t < to).count() as u64
     }
 
-    /// The longest stretch in `[from, to)` without an acknowledgement, in seconds (a stall).
-    pub fn max_ack_gap(&self, from: Instant, to: Instant) -> f64 {
+    /// Stretches in `[from, to)` without an acknowledgement (stalls): the longest, in seconds,
+    /// and how many lasted at least `over`. Call once every event before `to` was pumped.
+    pub fn ack_stalls(&self, from: Instant, to: Instant, over: Duration) -> (f64, u64) {
         let mut last = from;
-        let mut gap = Duration::ZERO;
-        for t in self.ack_times.iter().filter(|t| **t >= from && **t < to) {
-            gap = gap.max(t.saturating_duration_since(last));
-            last = *t;
+        let (mut longest, mut count) = (Duration::ZERO, 0);
+        let times = self.ack_times.iter().copied().filter(|t| *t >= from && *t < to);
+        for t in times.chain(std::iter::once(to)) {
+            let gap = t.saturating_duration_since(last);
+            longest = longest.max(gap);
+            count += u64::from(gap >= over);
+            last = t;
         }
-        gap.max(to.saturating_duration_since(last)).as_secs_f64()
+        (longest.as_secs_f64(), count)
     }
 
     /// The largest value of a numeric health field in `[from, to)`.

@@ -269,18 +269,29 @@ impl PrivateSql {
 
     fn init_mariadb(&mut self) -> Result<(), String> {
         let bin = which("mariadb-install-db").ok_or("mariadb-install-db is not installed")?;
-        let out = Command::new(bin)
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root"])
-            .arg(format!("--datadir={}", self.data().display()))
-            .output()
-            .map_err(|e| format!("cannot run mariadb-install-db: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mariadb-install-db failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+        // The bootstrap of MariaDB 10.11 occasionally segfaults (seen on this 2-core machine
+        // while other servers start): retry on a fresh directory before giving up.
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            let _ = fs::remove_dir_all(self.data());
+            let out = Command::new(&bin)
+                .args([
+                    "--no-defaults",
+                    "--auth-root-authentication-method=normal",
+                    "--user=root",
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                ])
+                .arg(format!("--datadir={}", self.data().display()))
+                .output()
+                .map_err(|e| format!("cannot run mariadb-install-db: {e}"))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            last = String::from_utf8_lossy(&out.stderr).chars().take(2000).collect();
+            eprintln!("mariadb-install-db failed (attempt {attempt} of 3); retrying");
         }
-        Ok(())
+        Err(format!("mariadb-install-db failed 3 times; last error: {last}"))
     }
 
     fn init_postgres(&mut self) -> Result<(), String> {

@@ -96,6 +96,16 @@ fn s2_sql_outage_of_10s_is_absorbed_by_the_wal_and_drained() {
 }
 
 #[test]
+fn s2_sigkill_during_the_wal_drain_loses_nothing() {
+    let Some(c) = ctx(true, &[SqlKind::MariaDb]) else { return };
+    let redis = PrivateRedis::start(&c.h.dir("redis").unwrap()).unwrap();
+    let mut sql = PrivateSql::start(SqlKind::MariaDb, &c.h.dir("mariadb").unwrap()).unwrap();
+    let r = sql_outage::kill_during_drain(&c.h, &redis, &mut sql).unwrap();
+    assert!(r.acknowledged > 0);
+    assert_passed(&r);
+}
+
+#[test]
 fn s2_engine_restarted_during_the_outage_starts_degraded() {
     let Some(c) = ctx(true, &[SqlKind::MariaDb]) else { return };
     let redis = PrivateRedis::start(&c.h.dir("redis").unwrap()).unwrap();
@@ -134,16 +144,24 @@ fn tamper_results() -> Option<Vec<ScenarioResult>> {
 fn s4_tampered_redis_items_are_found_and_fixed_exactly() {
     let Some(results) = tamper_results() else { return };
     let api = results.iter().find(|r| r.scenario == "tamper.redis").unwrap();
+    assert!(api.get("tampered").and_then(|v| v.as_u64()).unwrap_or(0) > 0);
     assert_eq!(api.get("tampered"), api.get("found"));
     assert_eq!(api.get("tampered"), api.get("fixed"));
     assert_passed(api);
 }
 
+/// Known engine gap (RELIABILITY.md, "Open findings"): bytes of a Redis value changed with a
+/// plain `SET` (bit rot, a manual edit) bypass the Merkle shadow, so `verify` cannot see them,
+/// and a fresh engine serves the altered value from L2 (the stored content hash is not
+/// checked on read, and no checksum covers the version). Run with `--ignored`; it fails until
+/// storage-redis checks what it reads.
 #[test]
+#[ignore = "known engine gap: raw Redis byte changes are served and not found by verify"]
 fn s4_raw_byte_tampering_of_redis_values_is_found_and_fixed() {
     let Some(results) = tamper_results() else { return };
     let raw = results.iter().find(|r| r.scenario == "tamper.redis_raw").unwrap();
     assert_passed(raw);
+    assert_eq!(raw.get("served_wrong_after_restart").and_then(|v| v.as_u64()), Some(0));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::HARD_MAX_ID_LEN;
 use crate::limits::Limits;
-use crate::secret::SecretUrl;
+use crate::secret::{redact_all, SecretUrl};
 
 /// A configuration error naming the field (or environment variable) at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,8 +24,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Values quoted in the message (or a key used as the field) are shown with any URL
+    /// password redacted: a URL put in the wrong field must not leak its password.
     fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError { field: redact_all(&field.into()), message: redact_all(&message.into()) }
     }
 }
 
@@ -193,6 +195,7 @@ impl Config {
             // serde names unknown and missing fields; for a bad value, find the key that fails
             // on its own.
             let field = field_in_message(&msg)
+                .filter(|f| table.contains_key(f))
                 .or_else(|| {
                     table.iter().find_map(|(k, v)| {
                         let mut one = toml::Table::new();
@@ -317,7 +320,8 @@ fn parse_table(text: &str, source: &str) -> Result<toml::Table, ConfigError> {
 }
 
 fn field_in_message(msg: &str) -> Option<String> {
-    // serde messages name fields in backticks: "unknown field `x`", "missing field `y`".
+    // serde messages name fields in backticks: "unknown field `x`", "missing field `y`" — but
+    // also values ("invalid value: integer `-1`"): callers keep only names of keys.
     let start = msg.find('`')? + 1;
     let end = start + msg[start..].find('`')?;
     Some(msg[start..end].to_owned())
@@ -390,6 +394,11 @@ mod tests {
         let e = Config::from_toml_str("batch_max_items = \"ten\"").unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
         assert_eq!(e.field, "batch_max_items");
+        // serde quotes the value in backticks too: the field is still the key.
+        let e = Config::from_toml_str("batch_max_items = -1").unwrap_err();
+        assert_eq!(e.field, "batch_max_items", "{e}");
+        let e = Config::from_toml_str("backpressure_reject_ratio = false").unwrap_err();
+        assert_eq!(e.field, "backpressure_reject_ratio", "{e}");
         let e = Config::from_toml_str("batch_max_items = 0").unwrap_err();
         assert_eq!(e.field, "batch_max_items");
         let e = Config::from_toml_str("backpressure_throttle_ratio = 0.99").unwrap_err();
@@ -419,6 +428,19 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = Config::from_toml_str("sql_url = \"postgres://u:hunter2@[::1\"").unwrap_err();
         assert_eq!(e.field, "sql_url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_echo_a_password() {
+        let url = "mysql://app:hunter2@db/x";
+        let e = Config::from_env_vars(vec![("SYNC_ENGINE_SQL_POOL_SIZE".into(), url.into())])
+            .unwrap_err();
+        assert_eq!(e.field, "SYNC_ENGINE_SQL_POOL_SIZE");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("mysql://app:***@db/x"), "{e}");
+        let e = Config::from_toml_str(&format!("sql_pool_size = \"{url}\"")).unwrap_err();
+        assert_eq!(e.field, "sql_pool_size");
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

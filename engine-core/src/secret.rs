@@ -56,6 +56,32 @@ pub fn redact(s: &str) -> String {
     }
 }
 
+/// [`redact`] every URL inside a longer text (an error message quoting a value, say): the
+/// password of each `scheme://user:password@host` becomes `***`; the rest is unchanged.
+pub fn redact_all(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '`' | '\'') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@').map(|at| (at, authority[..at].find(':'))) {
+            Some((at, Some(colon))) => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -83,5 +109,18 @@ mod tests {
         assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
         assert_eq!(redact("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
         assert_eq!(u.scheme().as_deref(), Some("postgres"));
+    }
+
+    #[test]
+    fn every_url_in_a_text_is_redacted() {
+        let msg =
+            "got `mysql://a:pw1@h/x` and \"redis://:pw2@h:6379\", not sqlite://f.db or http://u@h";
+        let r = redact_all(msg);
+        assert!(!r.contains("pw1") && !r.contains("pw2"), "{r}");
+        assert_eq!(
+            r,
+            "got `mysql://a:***@h/x` and \"redis://:***@h:6379\", not sqlite://f.db or http://u@h"
+        );
+        assert_eq!(redact_all("no url: a:b@c"), "no url: a:b@c");
     }
 }

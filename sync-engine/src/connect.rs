@@ -91,7 +91,7 @@ fn reconnecting_l2(config: &Config) -> Option<Arc<dyn L2Store>> {
     {
         let url = config.redis_url.as_ref()?;
         let for_connector = config.clone();
-        let connector: crate::reconnect::Connector = Arc::new(move || {
+        let connector: crate::reconnect::Connector<dyn L2Store> = Arc::new(move || {
             let config = for_connector.clone();
             Box::pin(async move {
                 let store = sync_engine_redis::RedisStore::from_config(&config).await?;
@@ -111,6 +111,28 @@ fn reconnecting_l2(config: &Config) -> Option<Arc<dyn L2Store>> {
         let _ = config;
         None
     }
+}
+
+/// An L3 handle that keeps trying to open `sql_url` (for a database that is down at start).
+fn reconnecting_l3(config: &Config) -> Arc<dyn L3Store> {
+    let for_connector = config.clone();
+    let connector: crate::reconnect::Connector<dyn L3Store> = Arc::new(move || {
+        let config = for_connector.clone();
+        Box::pin(async move { open_l3(&config).await })
+    });
+    let backend = match config.sql_url.scheme().as_deref() {
+        Some("mysql" | "mariadb") => "mysql",
+        Some("postgres" | "postgresql") => "postgres",
+        Some("sqlite") => "sqlite",
+        _ => "sql",
+    };
+    let retry = std::time::Duration::from_millis(config.breaker_open_ms.max(100));
+    Arc::new(crate::reconnect::ReconnectingL3::new(
+        backend,
+        config.sql_url.redacted(),
+        retry,
+        connector,
+    ))
 }
 
 /// Open the WAL at `wal_path`.
@@ -135,11 +157,22 @@ pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
 /// An unreachable L2 is not an error here: it is opened as a [`ReconnectingL2`] that connects
 /// when the server answers; until then the engine reads through to L3 and repairs L2 later.
 ///
+/// An unreachable L3 is not one either when `allow_degraded_start` is set: it is opened as a
+/// [`ReconnectingL3`], and the engine starts degraded (writes go to the WAL).
+///
 /// [`ReconnectingL2`]: crate::reconnect::ReconnectingL2
+/// [`ReconnectingL3`]: crate::reconnect::ReconnectingL3
 pub async fn open_backends(config: &Config) -> Result<Backends> {
     config.validate()?;
     let wal = open_wal(config).await?;
-    let l3 = open_l3(config).await?;
+    let l3: Arc<dyn L3Store> = match open_l3(config).await {
+        Ok(l3) => l3,
+        Err(e) if config.allow_degraded_start && e.is_retryable() => {
+            tracing::warn!(error = %e, "L3 unreachable; it will be connected when it returns");
+            reconnecting_l3(config)
+        }
+        Err(e) => return Err(e),
+    };
     let l2 = match open_l2(config).await {
         Ok(l2) => l2,
         Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => {

@@ -23,7 +23,11 @@ fn config() -> Config {
 }
 
 /// A connector to `cache` that fails while `up` is false, counting attempts.
-fn connector(cache: MemoryCache, up: Arc<AtomicBool>, attempts: Arc<AtomicUsize>) -> Connector {
+fn connector(
+    cache: MemoryCache,
+    up: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
+) -> Connector<dyn L2Store> {
     Arc::new(move || {
         let (cache, up, attempts) = (cache.clone(), up.clone(), attempts.clone());
         Box::pin(async move {

@@ -2,7 +2,7 @@
 //! PostgreSQL instances and write `target/chaos/summary.json`.
 //!
 //! ```text
-//! chaos [--quick] [--seed N] [--only kill,outage,outage_restart,redis,tamper,wal,fuzz]
+//! chaos [--quick] [--seed N] [--only kill,outage,outage_kill,outage_restart,redis,tamper,wal,fuzz]
 //!       [--sql mariadb,postgres] [--fuzz-cases N] [--out PATH] [--keep]
 //! ```
 //!
@@ -27,7 +27,8 @@ struct Opts {
     sql: Vec<String>,
 }
 
-const ALL: [&str; 7] = ["kill", "outage", "outage_restart", "redis", "tamper", "wal", "fuzz"];
+const ALL: [&str; 8] =
+    ["kill", "outage", "outage_kill", "outage_restart", "redis", "tamper", "wal", "fuzz"];
 
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
@@ -143,8 +144,7 @@ fn main() -> ExitCode {
     let wants = |s: &str| o.only.iter().any(|x| x == s);
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
 
-    let needs_servers =
-        ["kill", "outage", "outage_restart", "redis", "tamper", "wal"].iter().any(|s| wants(s));
+    let needs_servers = ALL.iter().filter(|s| **s != "fuzz").any(|s| wants(s));
     let mut redis = None;
     let mut sqls: Vec<PrivateSql> = Vec::new();
     if needs_servers {
@@ -187,6 +187,10 @@ fn main() -> ExitCode {
             if wants("outage") {
                 let r = sql_outage::run(&h, redis, sql);
                 run.record_all(&format!("sql_outage.{db}"), r.map(|x| vec![x]));
+            }
+            if wants("outage_kill") {
+                let r = sql_outage::kill_during_drain(&h, redis, sql);
+                run.record_all(&format!("sql_outage_kill_drain.{db}"), r.map(|x| vec![x]));
             }
             if wants("outage_restart") {
                 let r = sql_outage::restart_during(&h, redis, sql);

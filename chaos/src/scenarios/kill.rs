@@ -71,6 +71,9 @@ fn run_variant(
         let delay = if write_behind {
             // Past start-up, so that acknowledged write-behind writes are pending at the kill.
             Duration::from_millis(rng.random_range(1500..=1500 + max_delay_ms))
+        } else if trial % 5 == 0 {
+            // Every fifth kill lands early: during process start and the engine's start-up.
+            Duration::from_millis(rng.random_range(0..=300))
         } else {
             Duration::from_millis(rng.random_range(0..=max_delay_ms))
         };
@@ -139,7 +142,17 @@ fn run_variant(
         deleted_checked += via_engine.deleted as u64;
         if obs.roots_agree != Some(true) {
             roots_disagree += 1;
-            failures.push(format!("trial {trial}: L2 and L3 roots differ after the restart"));
+            failures.push(format!(
+                "trial {trial}: L2 and L3 roots differ after the restart (start-up repair: {})",
+                match &obs.startup_repair {
+                    Some(r) => format!(
+                        "ran, {} differing, {} repaired",
+                        r.differing,
+                        r.repaired + r.removed
+                    ),
+                    None => "did not run".to_owned(),
+                }
+            ));
         }
         // After start, every id L2 holds must equal L3's item (L2 may lack some: it is a cache).
         let stale = obs

@@ -12,8 +12,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
-    batcher, breaker::Breaker, filter::Filter, l1::L1, maintenance, Builder, EngineState, Inner,
-    SyncEngine, Tasks,
+    batcher,
+    breaker::{Breaker, BreakerState},
+    filter::Filter,
+    l1::L1,
+    maintenance, Builder, EngineState, Inner, SyncEngine, Tasks,
 };
 use crate::store::MerkleExt;
 use crate::{Error, ErrorKind};
@@ -99,7 +102,9 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     if inner.l2.is_some() {
         phase("connect_l2", connect_l2(&inner)).await;
     }
-    if inner.l2.is_some() && !inner.l2_needs_repair.load(Ordering::Relaxed) {
+    // Step 7 runs whenever L2 answered at start (its breaker is closed), also when the drain
+    // of step 3 marked L2 for repair: a crash can leave L2 ahead of L3 or behind it.
+    if inner.l2.is_some() && inner.l2_breaker.state() == BreakerState::Closed {
         inner.set_state(EngineState::SyncingL2);
         // 7. Compare L2 with L3; repair only stale branches.
         if let Err(e) = phase("sync_l2", super::repair::run(&inner, "", true)).await {

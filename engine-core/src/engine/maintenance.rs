@@ -235,12 +235,24 @@ impl SyncEngine {
             }
             let l3_ok = inner.l3_breaker.state() == BreakerState::Closed
                 && !inner.l3_needs_resync.load(Ordering::Relaxed);
-            if l3_ok
-                && inner.l2_breaker.state() == BreakerState::Closed
-                && inner.l2_needs_repair.load(Ordering::Relaxed)
-            {
-                let r = super::repair::run(inner, "", true).await?;
-                report.repaired = Some(r.repaired + r.removed);
+            if l3_ok && inner.l2_breaker.state() == BreakerState::Closed {
+                // L2 may lose or change data without any error (FLUSHALL, a restart, eviction,
+                // a foreign writer): compare the roots every round (two reads) and repair on a
+                // mismatch. Ids still on their way to L3 are left alone by the repair.
+                if !inner.l2_needs_repair.load(Ordering::Relaxed) {
+                    match tokio::try_join!(l2.root_hash(), inner.l3.root_hash()) {
+                        Ok((a, b)) if a != b => {
+                            tracing::info!(l2_root = %a, l3_root = %b, "L2's Merkle root differs from L3's; repairing");
+                            inner.l2_needs_repair.store(true, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "root comparison failed"),
+                    }
+                }
+                if inner.l2_needs_repair.load(Ordering::Relaxed) {
+                    let r = super::repair::run(inner, "", true).await?;
+                    report.repaired = Some(r.repaired + r.removed);
+                }
             }
         }
         // Filter snapshots by time and by insert count (0 disables either).
