@@ -183,6 +183,18 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
         .filter(|w| w.route != Route::L3Only)
         .map(|w| CacheEntry { item: w.item.clone(), ttl: w.ttl })
         .collect();
+    if inner.bus.is_some() {
+        // Announce new ids before any tier can answer them, so another instance's filter
+        // learns them before a read there could find them (its "absent" is never wrong for
+        // an id already in L2/L3). The stamps are announced again once the batch is written.
+        let announce: Vec<Change> = b
+            .writes
+            .iter()
+            .filter(|w| !w.item.is_tombstone())
+            .map(|w| Change { id: w.item.id().clone(), stamp: w.item.stamp() })
+            .collect();
+        super::invalidate::publish(inner, announce).await;
+    }
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);
     metrics::histogram!("sync_engine_flush_seconds").record(started.elapsed().as_secs_f64());

@@ -164,6 +164,7 @@ fn apply_reload(inner: &Inner, new: Config) -> bool {
     let restart_only = cur.sql_url != new.sql_url
         || cur.redis_url != new.redis_url
         || cur.redis_prefix != new.redis_prefix
+        || cur.redis_invalidation != new.redis_invalidation
         || cur.wal_path != new.wal_path
         || cur.max_id_len != new.max_id_len
         || cur.max_payload_bytes != new.max_payload_bytes;
