@@ -189,7 +189,7 @@ async fn drive(bus: RedisBus, tx: mpsc::Sender<BusEvent>) {
                     if out.tx.is_closed() {
                         return;
                     }
-                    match tokio::time::timeout(response_timeout, sink.ping::<String>()).await {
+                    match tokio::time::timeout(response_timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(_)) => break "ping failed",
                         Err(_) => break "no pong within the response timeout",

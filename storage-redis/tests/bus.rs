@@ -54,6 +54,9 @@ async fn every_subscriber_of_the_prefix_gets_each_message_and_no_other_prefix_do
     }
     let nothing = tokio::time::timeout(Duration::from_millis(200), s3.recv()).await;
     assert!(nothing.is_err(), "another prefix hears nothing: {nothing:?}");
+    // Idle past several liveness pings: no spurious gap.
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), s1.recv()).await;
+    assert!(quiet.is_err(), "an idle, healthy subscription reports nothing: {quiet:?}");
 }
 
 #[tokio::test]
