@@ -259,7 +259,7 @@ async fn scenario(sql_var: &str, tag: &str) {
     let report = e[0].repair("").await.unwrap();
     let l2 = Arc::new(
         RedisStore::connect(
-            &SecretUrl::new(&redis.url()),
+            &SecretUrl::new(redis.url()),
             RedisOptions::default().with_prefix(&prefix),
         )
         .await
