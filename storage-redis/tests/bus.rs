@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{options, store_with, OwnRedis};
+use sync_engine_core::conformance::{bus_all, unique_ns};
 use sync_engine_core::store::{
     BusEvent, Change, InstanceId, Invalidation, InvalidationBus, Subscription,
 };
@@ -100,4 +101,11 @@ async fn a_foreign_payload_on_the_channel_is_a_gap_not_a_wrong_message() {
         redis::cmd("PUBLISH").arg(bus.channel()).arg(b"junk".as_slice()).query(&mut con).unwrap();
     assert_eq!(next(&mut sub).await, BusEvent::Disconnected);
     assert_eq!(next(&mut sub).await, BusEvent::Connected);
+}
+
+#[tokio::test]
+async fn bus_conformance_suite_passes() {
+    let Some(url) = common::shared() else { return };
+    let store = store_with(&url, options("bus-conf")).await;
+    bus_all(&store.invalidation_bus(), &unique_ns("b")).await.unwrap();
 }
