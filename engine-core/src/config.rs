@@ -45,6 +45,11 @@ pub struct Config {
     pub redis_url: Option<SecretUrl>,
     /// Prefix of every Redis key this engine writes. Default `sync:`. Restart-only.
     pub redis_prefix: String,
+    /// With `redis_url` set: publish the ids of every flushed batch on the Redis channel of
+    /// `redis_prefix` and apply other instances' messages to L1 and the filter. Needed when
+    /// several instances share L2/L3; staleness bound in ARCHITECTURE.md. Default true.
+    /// Restart-only.
+    pub redis_invalidation: bool,
     /// Path of the local SQLite write-ahead log. Default `sync-engine-data/wal.db`. Restart-only.
     pub wal_path: PathBuf,
 
@@ -125,6 +130,7 @@ impl Default for Config {
             sql_url: SecretUrl::new("sqlite://sync-engine-data/archive.db"),
             redis_url: None,
             redis_prefix: "sync:".into(),
+            redis_invalidation: true,
             wal_path: PathBuf::from("sync-engine-data/wal.db"),
             l1_max_bytes: 256 * 1024 * 1024,
             l1_ttl_ms: 0,

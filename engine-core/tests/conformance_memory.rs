@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use sync_engine_core::conformance::*;
-use sync_engine_core::memory::{Faulty, MemoryArchive, MemoryCache, MemorySnapshots, MemoryWal};
+use sync_engine_core::memory::{
+    Faulty, MemoryArchive, MemoryBus, MemoryCache, MemorySnapshots, MemoryWal,
+};
 use sync_engine_core::store::Wal;
 
 #[tokio::test]
@@ -42,4 +44,9 @@ async fn memory_wal_conforms() {
 #[tokio::test]
 async fn memory_snapshots_conform() {
     snapshots_round_trip(&MemorySnapshots::new()).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_bus_conforms() {
+    bus_all(&MemoryBus::new(), "conf.bus").await.unwrap();
 }

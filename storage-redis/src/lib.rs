@@ -18,6 +18,8 @@
 //! TTL and tombstone policy, failure behaviour and cluster notes.
 
 mod batch;
+mod bus;
+pub mod bus_codec;
 mod codec;
 mod error;
 mod fold;
@@ -32,6 +34,7 @@ mod node;
 mod options;
 mod store;
 
+pub use bus::RedisBus;
 pub use keys::{PrefixError, MAX_PREFIX_LEN};
 pub use options::{
     OptionsError, RedisOptions, DEFAULT_BUCKET_CAP, DEFAULT_FOLD_THRESHOLD, MAX_BUCKET_CAP,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use sync_engine_core::engine::{L2Store, L3Store, LocalLog};
+use sync_engine_core::store::{BusEvent, Invalidation, InvalidationBus, Subscription};
 use sync_engine_core::{Config, Error, ErrorKind, Result, SecretUrl, SyncEngine};
 
 /// The opened backends (before the engine starts).
@@ -14,6 +16,9 @@ pub struct Backends {
     pub l2: Option<Arc<dyn L2Store>>,
     /// The WAL.
     pub wal: Arc<dyn LocalLog>,
+    /// The invalidation bus (Redis pub/sub on `redis_prefix`), when `redis_url` is set and
+    /// `redis_invalidation` is on.
+    pub bus: Option<Arc<dyn InvalidationBus>>,
 }
 
 /// A started engine with its backends (for tools that inspect tiers directly).
@@ -69,14 +74,18 @@ pub async fn open_l3(config: &Config) -> Result<Arc<dyn L3Store>> {
     }
 }
 
-/// Open L2 when `redis_url` is set.
-pub async fn open_l2(config: &Config) -> Result<Option<Arc<dyn L2Store>>> {
+/// Open L2 when `redis_url` is set and, when `redis_invalidation` is on, its invalidation bus.
+async fn open_l2_and_bus(
+    config: &Config,
+) -> Result<Option<(Arc<dyn L2Store>, Option<Arc<dyn InvalidationBus>>)>> {
     let Some(url) = &config.redis_url else { return Ok(None) };
     #[cfg(feature = "redis")]
     {
         let store = sync_engine_redis::RedisStore::from_config(config).await?;
         let _ = url;
-        Ok(Some(Arc::new(store)))
+        let bus: Option<Arc<dyn InvalidationBus>> =
+            config.redis_invalidation.then(|| Arc::new(store.invalidation_bus()) as _);
+        Ok(Some((Arc::new(store), bus)))
     }
     #[cfg(not(feature = "redis"))]
     {
@@ -135,6 +144,29 @@ fn reconnecting_l3(config: &Config) -> Arc<dyn L3Store> {
     ))
 }
 
+/// Stands in for the bus when Redis was unreachable at start: always disconnected, so the
+/// engine never serves L1 or trusts its filter without hearing other instances' writes.
+struct Unreachable;
+
+#[async_trait]
+impl InvalidationBus for Unreachable {
+    fn backend(&self) -> &str {
+        "unreachable"
+    }
+
+    async fn publish(&self, _msg: &Invalidation) -> Result<()> {
+        Err(Error::unavailable("Redis was unreachable at start; no invalidation bus")
+            .with_operation("publish"))
+    }
+
+    async fn subscribe(&self) -> Result<Subscription> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(BusEvent::Disconnected);
+        tokio::spawn(async move { tx.closed().await });
+        Ok(rx)
+    }
+}
+
 /// Open the WAL at `wal_path`.
 pub async fn open_wal(config: &Config) -> Result<Arc<dyn LocalLog>> {
     #[cfg(feature = "wal-sqlite")]
@@ -173,17 +205,24 @@ pub async fn open_backends(config: &Config) -> Result<Backends> {
         }
         Err(e) => return Err(e),
     };
-    let l2 = match open_l2(config).await {
-        Ok(l2) => l2,
+    let (l2, bus) = match open_l2_and_bus(config).await {
+        Ok(Some((l2, bus))) => (Some(l2), bus),
+        Ok(None) => (None, None),
         Err(e) if e.kind() == ErrorKind::Unsupported || e.kind() == ErrorKind::Config => {
             return Err(e)
         }
+        Err(e) if config.redis_invalidation => {
+            // L2 reconnects by itself; the bus does not (yet): until a restart, this
+            // instance bypasses its L1 and keeps its filter untrusted.
+            tracing::warn!(error = %e, "L2 unreachable at start; connecting in the background, with L1 bypassed and the filter untrusted (no invalidation bus until restart)");
+            (reconnecting_l2(config), Some(Arc::new(Unreachable) as Arc<dyn InvalidationBus>))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "L2 unreachable at start; connecting in the background");
-            reconnecting_l2(config)
+            (reconnecting_l2(config), None)
         }
     };
-    Ok(Backends { l3, l2, wal })
+    Ok(Backends { l3, l2, wal, bus })
 }
 
 /// Open the backends the configuration names and start an engine over them.
@@ -193,6 +232,9 @@ pub async fn connect(config: Config) -> Result<Node> {
         SyncEngine::builder(config).archive_arc(backends.l3.clone()).wal_arc(backends.wal.clone());
     if let Some(l2) = &backends.l2 {
         builder = builder.cache_arc(l2.clone());
+    }
+    if let Some(bus) = &backends.bus {
+        builder = builder.bus_arc(bus.clone());
     }
     let engine = builder.start().await?;
     Ok(Node { engine, backends })

@@ -6,10 +6,12 @@
 //! `conf.r42`), and only assert on those ids, so they can run against a shared database.
 
 mod archive;
+mod bus;
 mod cache;
 mod wal;
 
 pub use archive::*;
+pub use bus::*;
 pub use cache::*;
 pub use wal::*;
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::write::Route;
 use super::Inner;
-use crate::store::CacheEntry;
+use crate::store::{CacheEntry, Change};
 use crate::{Error, ErrorKind, ObjectId, SyncItem};
 
 /// Ack channel of a durable submit or a flush.
@@ -183,11 +183,29 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
         .filter(|w| w.route != Route::L3Only)
         .map(|w| CacheEntry { item: w.item.clone(), ttl: w.ttl })
         .collect();
+    if inner.bus.is_some() {
+        // Announce new ids before any tier can answer them, so another instance's filter
+        // learns them before a read there could find them (its "absent" is never wrong for
+        // an id already in L2/L3). The stamps are announced again once the batch is written.
+        let announce: Vec<Change> = b
+            .writes
+            .iter()
+            .filter(|w| !w.item.is_tombstone())
+            .map(|w| Change { id: w.item.id().clone(), stamp: w.item.stamp() })
+            .collect();
+        super::invalidate::publish(inner, announce).await;
+    }
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);
     metrics::histogram!("sync_engine_flush_seconds").record(started.elapsed().as_secs_f64());
     let mut retry = Vec::new();
+    let mut changes = Vec::new();
+    let l3_rejected = matches!(&l3, Err(e) if !e.is_retryable());
     for w in b.writes {
+        // Announce every write some tier may now hold (an L3-rejected one is held nowhere).
+        if inner.bus.is_some() && (w.route == Route::L2Only || !l3_rejected) {
+            changes.push(Change { id: w.item.id().clone(), stamp: w.item.stamp() });
+        }
         let result = match w.route {
             Route::L2Only => clone_result(&l2),
             _ => clone_result(&l3),
@@ -200,6 +218,7 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
             retry.push(w.item);
         }
     }
+    super::invalidate::publish(inner, changes).await;
     // Neither L3 nor the WAL took these: keep them in the overlay and try again by age.
     for item in retry {
         let add = PendingWrite { item, route: Route::L3Only, ttl: None, acks: Vec::new() };
@@ -225,9 +244,12 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
     }
     if inner.l3_breaker.allow() {
         match inner.l3.put_batch(items).await {
-            Ok(_) => {
+            Ok(outcome) => {
                 inner.l3_breaker.success();
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
+                if outcome.stale > 0 {
+                    forget_losers(inner, items);
+                }
                 return Ok(());
             }
             Err(e) if e.is_retryable() => {
@@ -246,6 +268,14 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
         }
     }
     divert_to_wal(inner, items).await
+}
+
+/// Some items lost to newer stamps already in L3 (written by another instance, say): drop
+/// them from L1 so the next read fetches the winner. (Only the exact losing entry is dropped.)
+pub(crate) fn forget_losers(inner: &Inner, items: &[SyncItem]) {
+    for i in items {
+        inner.l1.forget(i.id(), i.stamp());
+    }
 }
 
 async fn divert_to_wal(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {

@@ -7,20 +7,35 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use tokio::time::Instant;
 
-use crate::{ObjectId, SyncItem};
+use crate::{newer_wins, ObjectId, Stamp, SyncItem};
+
+/// A cached item, or a *floor*: another instance published a newer stamp for the id, so
+/// nothing older may be cached (or served) for it — it closes the race of a backend read that
+/// started before the invalidation and would otherwise cache the old value after it.
+#[derive(Clone)]
+enum Slot {
+    Item(SyncItem),
+    Floor(Stamp),
+}
 
 #[derive(Clone)]
 struct Entry {
-    item: SyncItem,
+    slot: Slot,
     cached_at: Instant,
 }
+
+/// Weight of a floor marker beside its id.
+const FLOOR_WEIGHT: u64 = 64;
 
 #[derive(Clone, Copy)]
 struct ByBytes;
 
 impl Weighter<ObjectId, Entry> for ByBytes {
-    fn weight(&self, _key: &ObjectId, val: &Entry) -> u64 {
-        val.item.weight() as u64
+    fn weight(&self, key: &ObjectId, val: &Entry) -> u64 {
+        match &val.slot {
+            Slot::Item(item) => item.weight() as u64,
+            Slot::Floor(_) => key.as_str().len() as u64 + FLOOR_WEIGHT,
+        }
     }
 }
 
@@ -53,18 +68,59 @@ impl L1 {
                 return None;
             }
         }
-        Some(e.item)
+        match e.slot {
+            Slot::Item(item) => Some(item),
+            Slot::Floor(_) => None,
+        }
     }
 
     /// Cache `item` unless L1 holds a newer stamp for its id.
     pub fn put(&self, item: &SyncItem) {
         let cache = self.cache.read();
         if let Some(cur) = cache.get(item.id()) {
-            if !item.supersedes(Some(&cur.item)) {
+            let stored = match &cur.slot {
+                Slot::Item(i) => i.stamp(),
+                Slot::Floor(s) => *s,
+            };
+            // Equal to a floor is fine: the floor is exactly the item's stamp.
+            let floor_met = matches!(cur.slot, Slot::Floor(s) if s == item.stamp());
+            if !floor_met && !newer_wins(&item.stamp(), Some(&stored)) {
                 return;
             }
         }
-        cache.insert(item.id().clone(), Entry { item: item.clone(), cached_at: Instant::now() });
+        let slot = Slot::Item(item.clone());
+        cache.insert(item.id().clone(), Entry { slot, cached_at: Instant::now() });
+    }
+
+    /// Another instance wrote `stamp` for `id`: drop an older entry. With `floor`, also keep a
+    /// marker so that nothing older than `stamp` is cached for `id` afterwards (used when the
+    /// id is cached or being read). An entry at `stamp` or newer stays.
+    pub fn invalidate(&self, id: &ObjectId, stamp: Stamp, floor: bool) {
+        let cache = self.cache.read();
+        let cur = cache.get(id);
+        let stored = cur.as_ref().map(|e| match &e.slot {
+            Slot::Item(i) => i.stamp(),
+            Slot::Floor(s) => *s,
+        });
+        if !newer_wins(&stamp, stored.as_ref()) {
+            return;
+        }
+        if floor || cur.is_some() {
+            cache.insert(id.clone(), Entry { slot: Slot::Floor(stamp), cached_at: Instant::now() });
+        }
+    }
+
+    /// Drop the entry of `id` if it is exactly `stamp` (a write that lost to a newer one in L3).
+    pub fn forget(&self, id: &ObjectId, stamp: Stamp) {
+        let cache = self.cache.read();
+        if matches!(cache.get(id), Some(Entry { slot: Slot::Item(i), .. }) if i.stamp() == stamp) {
+            cache.remove(id);
+        }
+    }
+
+    /// Drop everything (the invalidation channel may have missed messages).
+    pub fn clear(&self) {
+        self.cache.read().clear();
     }
 
     /// Drop an id (invalidation).
@@ -113,5 +169,25 @@ mod tests {
         l1.put(&SyncItem::new(id.clone(), 2, "two"));
         l1.put(&SyncItem::new(id.clone(), 1, "one"));
         assert_eq!(l1.get(&id).unwrap().version(), 2);
+    }
+
+    #[test]
+    fn a_floor_hides_older_entries_and_refuses_older_puts() {
+        let l1 = L1::new(1 << 20, None);
+        let id = ObjectId::new("a").unwrap();
+        let old = SyncItem::new(id.clone(), 1, "one");
+        let new = SyncItem::new(id.clone(), 2, "two");
+        l1.put(&old);
+        l1.invalidate(&id, new.stamp(), false);
+        assert!(l1.get(&id).is_none(), "the older entry is no longer served");
+        l1.put(&old);
+        assert!(l1.get(&id).is_none(), "a late read of the older value is not cached");
+        l1.put(&new);
+        assert_eq!(l1.get(&id).unwrap().version(), 2, "the published version is cached");
+        l1.invalidate(&id, old.stamp(), true);
+        assert_eq!(l1.get(&id).unwrap().version(), 2, "an older message changes nothing");
+        let other = ObjectId::new("b").unwrap();
+        l1.invalidate(&other, new.stamp(), false);
+        assert_eq!(l1.len(), 1, "no marker for an id neither cached nor being read");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use sync_engine_cuckoo::CuckooFilter;
+use sync_engine_cuckoo::{CuckooFilter, WarmingTicket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -15,10 +15,12 @@ use super::{
     batcher,
     breaker::{Breaker, BreakerState},
     filter::Filter,
+    invalidate,
     l1::L1,
     maintenance, Builder, EngineState, Inner, SyncEngine, Tasks,
 };
 use crate::store::MerkleExt;
+use crate::store::{BusEvent, InstanceId, Subscription};
 use crate::{Error, ErrorKind};
 
 /// Time one startup phase: a tracing span and the `sync_engine_startup_phase_seconds` metric.
@@ -51,6 +53,12 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
         l3,
         l2: b.l2,
         wal,
+        instance: InstanceId::random(),
+        bus_live: AtomicBool::new(b.bus.is_none()),
+        bus: b.bus,
+        bus_lock: Mutex::new(()),
+        filter_rebuild: AtomicBool::new(false),
+        listening: AtomicBool::new(false),
         overlay: Default::default(),
         pending: Default::default(),
         flush_tx,
@@ -71,6 +79,13 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     let depth = phase("open_wal", inner.wal.stats()).await?;
     inner.wal_depth.store(depth.items, Ordering::Relaxed);
 
+    // Subscribe before L3's root is read: every write committed after that root is then
+    // announced to this instance (messages wait in the subscription until startup is done).
+    let sub = match &inner.bus {
+        Some(_) => Some(phase("subscribe", subscribe(&inner)).await?),
+        None => None,
+    };
+
     // 2. L3, with retries.
     let reachable = phase("connect_l3", connect_l3(&inner)).await;
     let degraded = match reachable {
@@ -85,6 +100,15 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     let flusher = tokio::spawn(batcher::flusher(inner.clone(), flush_rx));
     let engine =
         SyncEngine { inner: inner.clone(), tasks: Arc::new(Tasks(Mutex::new(vec![flusher]))) };
+    // The listener starts once the filter is set up (it must not note ids into a filter that
+    // a restore then replaces).
+    let start_listener = |sub: Option<Subscription>| {
+        if let Some(sub) = sub {
+            inner.listening.store(true, Ordering::SeqCst);
+            let t = tokio::spawn(invalidate::listen(inner.clone(), sub));
+            engine.tasks.0.lock().push(t);
+        }
+    };
 
     if degraded {
         inner.l3_breaker.trip();
@@ -94,6 +118,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
         if inner.l2.is_some() {
             phase("connect_l2", connect_l2(&inner)).await;
         }
+        start_listener(sub);
         inner.set_state(EngineState::Degraded);
         return Ok(engine);
     }
@@ -116,8 +141,36 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
         inner.set_state(EngineState::WarmingUp);
         phase("warm_filter", warm_filter(&inner)).await?;
     }
+    start_listener(sub);
     inner.set_state(EngineState::Ready);
     Ok(engine)
+}
+
+/// Subscribe to the bus and wait (bounded) for the first event: `Connected` lets L1 and the
+/// filter be trusted; anything else starts with L1 bypassed and the filter untrusted until the
+/// listener sees `Connected`.
+async fn subscribe(inner: &Inner) -> crate::Result<Subscription> {
+    let Some(bus) = &inner.bus else {
+        return Err(Error::new(ErrorKind::Config, "no invalidation bus configured"));
+    };
+    let mut sub = bus.subscribe().await?;
+    let wait = Duration::from_millis(inner.cfg().redis_connect_timeout_ms.max(1) * 2);
+    match tokio::time::timeout(wait, sub.recv()).await {
+        Ok(Some(BusEvent::Connected)) => {
+            inner.bus_live.store(true, Ordering::SeqCst);
+        }
+        Ok(Some(other)) => {
+            tracing::warn!(event = ?other, "invalidation bus not connected at start; L1 bypassed until it is");
+        }
+        Ok(None) => {
+            return Err(Error::unavailable("the invalidation subscription ended at once")
+                .with_operation("start"));
+        }
+        Err(_) => {
+            tracing::warn!("invalidation bus not connected within the connect timeout; L1 bypassed until it is");
+        }
+    }
+    Ok(sub)
 }
 
 async fn connect_l3(inner: &Inner) -> crate::Result<()> {
@@ -157,7 +210,10 @@ pub(crate) async fn resync(inner: &Inner) -> crate::Result<()> {
 }
 
 async fn restore_filter(inner: &Inner, root: sync_engine_merkle::Digest) {
-    if !inner.cfg().filter_enabled {
+    // With a bus, only at start (before the listener runs) and while connected: a restore
+    // replaces the filter object, which would lose ids the listener notes into the old one.
+    let listening = inner.listening.load(Ordering::SeqCst);
+    if !inner.cfg().filter_enabled || listening || !inner.bus_live.load(Ordering::SeqCst) {
         return;
     }
     let snap = match inner.wal.load_snapshot().await {
@@ -197,8 +253,22 @@ pub(crate) async fn warm_filter(inner: &Inner) -> crate::Result<()> {
         return Ok(());
     }
     let f = inner.filter.get();
-    f.clear();
-    let ticket = f.trust().begin_warming();
+    // With a bus the listener notes ids concurrently: keep them (no clear; stale ids only cost
+    // false positives). Without one, start afresh.
+    if inner.bus.is_none() {
+        f.clear();
+    }
+    let Some(ticket) = invalidate::begin_warming(inner) else {
+        tracing::info!("filter warm-up deferred until the invalidation bus is connected");
+        return Ok(());
+    };
+    fill_filter(inner, ticket).await
+}
+
+/// Insert every id of L3 (keyset scan), then finish `ticket` (trusted unless something
+/// invalidated the filter meanwhile).
+pub(crate) async fn fill_filter(inner: &Inner, ticket: WarmingTicket) -> crate::Result<()> {
+    let f = inner.filter.get();
     let mut scan = crate::store::KeyScan::prefix("", 10_000);
     let mut scanned: u64 = 0;
     loop {

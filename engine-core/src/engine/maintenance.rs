@@ -87,6 +87,8 @@ pub struct Health {
     pub backpressure: Level,
     /// The last repair report.
     pub last_repair: Option<RepairReport>,
+    /// Invalidation bus: `None` without one, else whether it is connected (L1 served).
+    pub bus_connected: Option<bool>,
 }
 
 impl Health {
@@ -107,8 +109,11 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
             break;
         };
         let items: Vec<crate::SyncItem> = entries.into_iter().map(|e| e.item).collect();
-        inner.l3.put_batch(&items).await?;
+        let outcome = inner.l3.put_batch(&items).await?;
         inner.l3_breaker.success();
+        if outcome.stale > 0 {
+            super::batcher::forget_losers(inner, &items);
+        }
         inner.wal.remove_through(last).await?;
         inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
         drained += items.len() as u64;
@@ -159,6 +164,7 @@ fn apply_reload(inner: &Inner, new: Config) -> bool {
     let restart_only = cur.sql_url != new.sql_url
         || cur.redis_url != new.redis_url
         || cur.redis_prefix != new.redis_prefix
+        || cur.redis_invalidation != new.redis_invalidation
         || cur.wal_path != new.wal_path
         || cur.max_id_len != new.max_id_len
         || cur.max_payload_bytes != new.max_payload_bytes;
@@ -224,6 +230,10 @@ impl SyncEngine {
             } else if inner.wal_depth.load(Ordering::Relaxed) > 0 {
                 report.drained = drain_wal(inner).await?;
             }
+        }
+        // A filter rebuild after a bus reconnect that failed (L3 was down, say).
+        if inner.l3_breaker.state() == BreakerState::Closed {
+            super::invalidate::retry_rebuild(inner);
         }
         // L2: probe and repair.
         if let Some(l2) = &inner.l2 {
@@ -325,6 +335,7 @@ impl SyncEngine {
             unflushed: inner.overlay.size(),
             backpressure: backpressure::assess(inner).0,
             last_repair: inner.last_repair.lock().clone(),
+            bus_connected: inner.bus.as_ref().map(|_| inner.bus_live.load(Ordering::SeqCst)),
         }
     }
 }

@@ -12,6 +12,7 @@ mod batcher;
 mod breaker;
 mod filter;
 mod hlc;
+mod invalidate;
 mod l1;
 mod lifecycle;
 mod maintenance;
@@ -28,7 +29,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::store::{ArchiveStore, CacheStore, MerkleStore, SnapshotStore, Wal};
+use crate::store::{
+    ArchiveStore, CacheStore, InstanceId, InvalidationBus, MerkleStore, SnapshotStore, Wal,
+};
 use crate::Config;
 
 pub use backpressure::Level as BackpressureLevel;
@@ -82,6 +85,7 @@ pub struct Builder {
     l3: Option<Arc<dyn L3Store>>,
     l2: Option<Arc<dyn L2Store>>,
     wal: Option<Arc<dyn LocalLog>>,
+    bus: Option<Arc<dyn InvalidationBus>>,
     reload: Option<watch::Receiver<Config>>,
 }
 
@@ -122,6 +126,19 @@ impl Builder {
         self
     }
 
+    /// The invalidation bus shared with the other instances over the same L2/L3. Optional:
+    /// without it, run one instance (or set `filter_enabled = false` and rely on `l1_ttl_ms`).
+    pub fn bus(mut self, bus: impl InvalidationBus + 'static) -> Builder {
+        self.bus = Some(Arc::new(bus));
+        self
+    }
+
+    /// The invalidation bus as a shared trait object.
+    pub fn bus_arc(mut self, bus: Arc<dyn InvalidationBus>) -> Builder {
+        self.bus = Some(bus);
+        self
+    }
+
     /// Hot reload: the engine applies the hot options of each config sent on this channel.
     pub fn reload(mut self, rx: watch::Receiver<Config>) -> Builder {
         self.reload = Some(rx);
@@ -141,6 +158,17 @@ pub(crate) struct Inner {
     pub(crate) l3: Arc<dyn L3Store>,
     pub(crate) l2: Option<Arc<dyn L2Store>>,
     pub(crate) wal: Arc<dyn LocalLog>,
+    /// This instance's identity on the bus.
+    pub(crate) instance: InstanceId,
+    pub(crate) bus: Option<Arc<dyn InvalidationBus>>,
+    /// L1 may be served: no bus is configured, or the bus is connected.
+    pub(crate) bus_live: AtomicBool,
+    /// Serialises bus state changes with the start of filter warm-ups.
+    pub(crate) bus_lock: Mutex<()>,
+    /// A filter rebuild after a reconnect failed and must be retried.
+    pub(crate) filter_rebuild: AtomicBool,
+    /// The bus listener runs (the filter object must no longer be replaced).
+    pub(crate) listening: AtomicBool,
     pub(crate) l1: l1::L1,
     pub(crate) overlay: overlay::Overlay,
     pub(crate) filter: filter::Filter,
@@ -204,7 +232,7 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// A builder over `config`.
     pub fn builder(config: Config) -> Builder {
-        Builder { config, l3: None, l2: None, wal: None, reload: None }
+        Builder { config, l3: None, l2: None, wal: None, bus: None, reload: None }
     }
 
     /// The current state.
@@ -215,6 +243,11 @@ impl SyncEngine {
     /// A receiver of state changes.
     pub fn subscribe(&self) -> watch::Receiver<EngineState> {
         self.inner.state_tx.subscribe()
+    }
+
+    /// This instance's identity on the invalidation bus (random per start).
+    pub fn instance_id(&self) -> InstanceId {
+        self.inner.instance
     }
 
     /// The configuration in force (hot options included).

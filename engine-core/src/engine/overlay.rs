@@ -58,6 +58,20 @@ impl Overlay {
         }
     }
 
+    /// Another instance committed `stamp` for `id`: an older local entry is no longer the
+    /// newest acknowledged value, so reads stop answering from it (its batch still travels;
+    /// newer-wins makes it harmless in L2 and L3).
+    pub fn supersede(&self, id: &ObjectId, stamp: Stamp) {
+        let mut i = self.inner.lock();
+        if let Some(cur) = i.items.get(id) {
+            if crate::newer_wins(&stamp, Some(&cur.stamp())) {
+                let w = cur.weight() as u64;
+                i.items.remove(id);
+                i.bytes = i.bytes.saturating_sub(w);
+            }
+        }
+    }
+
     /// Items and bytes held.
     pub fn size(&self) -> (usize, u64) {
         let i = self.inner.lock();

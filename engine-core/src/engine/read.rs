@@ -20,6 +20,13 @@ pub(crate) struct Coalescer {
     inflight: Mutex<HashMap<ObjectId, Shared>>,
 }
 
+impl Coalescer {
+    /// True while a backend read of `id` is in flight.
+    pub(crate) fn in_flight(&self, id: &ObjectId) -> bool {
+        self.inflight.lock().contains_key(id)
+    }
+}
+
 fn hit(tier: &'static str, started: Instant) {
     metrics::counter!("sync_engine_get_total", "tier" => tier).increment(1);
     metrics::histogram!("sync_engine_get_seconds", "tier" => tier)
@@ -80,8 +87,14 @@ impl SyncEngine {
 }
 
 /// L1, then the overlay of not-yet-in-L3 writes. Tombstones are returned (they answer "deleted").
+/// L1 is skipped while the invalidation channel is disconnected (it may be missing messages).
 fn local(inner: &Inner, id: &ObjectId) -> Option<SyncItem> {
-    inner.l1.get(id).or_else(|| inner.overlay.get(id))
+    let l1 = if inner.bus_live.load(std::sync::atomic::Ordering::Acquire) {
+        inner.l1.get(id)
+    } else {
+        None
+    };
+    l1.or_else(|| inner.overlay.get(id))
 }
 
 async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (ErrorKind, String)> {

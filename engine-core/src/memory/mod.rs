@@ -6,12 +6,14 @@
 //! used it keeps the "durable" state, which is how tests simulate a crash and restart.
 
 mod archive;
+mod bus;
 mod cache;
 mod fault;
 mod snapshot;
 mod wal;
 
 pub use archive::MemoryArchive;
+pub use bus::MemoryBus;
 pub use cache::MemoryCache;
 pub use fault::{FaultPlan, Faulty};
 pub use snapshot::MemorySnapshots;

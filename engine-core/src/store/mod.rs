@@ -4,12 +4,17 @@
 //! (feature `conformance`), which every backend, the in-memory fakes included, runs.
 
 mod archive;
+mod bus;
 mod cache;
 mod merkle;
 mod snapshot;
 mod wal;
 
 pub use archive::{ArchiveExt, ArchiveStore, KeyScan};
+pub use bus::{
+    BusEvent, Change, InstanceId, Invalidation, InvalidationBus, Subscription,
+    MAX_CHANGES_PER_MESSAGE, SUBSCRIPTION_BUFFER,
+};
 pub use cache::{CacheEntry, CacheExt, CacheStore};
 pub use merkle::{MerkleExt, MerkleStore};
 pub use snapshot::{FilterSnapshot, SnapshotStore};
