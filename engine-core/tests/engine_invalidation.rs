@@ -195,3 +195,28 @@ async fn concurrent_writers_converge_and_roots_agree() {
     let (l2, l3) = (c.rig.l2.inner().root_hash().await, c.rig.l3.inner().root_hash().await);
     assert_eq!(l2.unwrap(), l3.unwrap());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_read_racing_an_invalidation_does_not_cache_the_older_value() {
+    use sync_engine_core::store::CacheExt;
+    use sync_engine_core::{Route, SubmitOptions};
+    let c = cluster(2, Rig::config()).await;
+    let v1 = c.engines[0].submit_with("r.1", "one", SubmitOptions::durable()).await.unwrap();
+    settle(&c).await;
+    // Engine 1 starts a slow batch read; L2 will answer v1 ...
+    c.rig.l2.plan().set_latency(Duration::from_millis(100));
+    let reader = c.engines[1].clone();
+    let read = tokio::spawn(async move { reader.get_many(&[common::id("r.1")]).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // ... because v2 goes to L3 only, and is announced while the read is in flight.
+    let l3_only = SubmitOptions { route: Route::L3Only, ..SubmitOptions::durable() };
+    let v2 = c.engines[0].submit_with("r.1", "two", l3_only).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let got = read.await.unwrap().unwrap();
+    assert_eq!(got[0].as_ref().map(|i| i.version()), Some(v1), "the racing read saw v1");
+    // L2 catches up; engine 1 must not answer from an L1 that cached the racing v1.
+    c.rig.l2.plan().set_latency(Duration::ZERO);
+    let newest = c.rig.l3.inner().raw(&common::id("r.1")).unwrap();
+    c.rig.l2.inner().put(newest, None).await.unwrap();
+    assert_eq!(version(&c.engines[1], "r.1").await, Some(v2));
+}

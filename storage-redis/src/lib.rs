@@ -20,6 +20,8 @@
 mod batch;
 mod bus;
 pub mod bus_codec;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod codec;
 mod error;
 mod fold;

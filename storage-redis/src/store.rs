@@ -67,7 +67,7 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn config_error(message: String) -> Error {
+pub(crate) fn config_error(message: String) -> Error {
     Error::new(ErrorKind::Config, message).with_operation("connect").with_backend(BACKEND)
 }
 
@@ -79,11 +79,23 @@ impl RedisStore {
         let span =
             tracing::info_span!("redis.connect", server = %url.redacted(), prefix = %opts.prefix);
         async move {
-            opts.validate().map_err(|e| config_error(e.to_string()))?;
-            let keys = opts.keys().map_err(|e| config_error(e.to_string()))?;
             let client = redis::Client::open(url.expose()).map_err(|_| {
                 config_error(format!("`{}` is not a valid Redis URL", url.redacted()))
             })?;
+            RedisStore::connect_client(client, opts).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Connect an opened client.
+    pub(crate) async fn connect_client(
+        client: redis::Client,
+        opts: RedisOptions,
+    ) -> Result<RedisStore> {
+        {
+            opts.validate().map_err(|e| config_error(e.to_string()))?;
+            let keys = opts.keys().map_err(|e| config_error(e.to_string()))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.connect_timeout))
                 .set_response_timeout(Some(opts.response_timeout))
@@ -113,8 +125,6 @@ impl RedisStore {
             store.warn_on_eviction_policy().await;
             Ok(store)
         }
-        .instrument(span)
-        .await
     }
 
     /// Connect with the URL and options of a [`Config`] (`redis_url` must be set).

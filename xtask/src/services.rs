@@ -32,7 +32,7 @@ fn sh(script: &str) -> Command {
     c
 }
 
-const SPECS: [Spec; 3] = [
+const SPECS: [Spec; 4] = [
     Spec {
         name: "redis",
         env_var: "SYNC_ENGINE_TEST_REDIS_URL",
@@ -42,6 +42,14 @@ const SPECS: [Spec; 3] = [
         start: || {
             sh("redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no")
         },
+    },
+    Spec {
+        name: "redis-cluster",
+        env_var: "SYNC_ENGINE_TEST_REDIS_CLUSTER_URL",
+        port: 7101,
+        url: "redis://127.0.0.1:7101/",
+        binary: "redis-cli",
+        start: start_cluster,
     },
     Spec {
         name: "mariadb",
@@ -62,6 +70,23 @@ const SPECS: [Spec; 3] = [
         },
     },
 ];
+
+/// A local 3-primary Redis Cluster on loopback ports 7101–7103 (fresh node files in a new
+/// temporary directory), created with `redis-cli --cluster create`; returns once
+/// `cluster_state:ok` (the port only opens then: the nodes listen before, but the spec's
+/// readiness is the first node's port, so the script waits before exiting).
+fn start_cluster() -> Command {
+    sh(r#"command -v redis-server >/dev/null || exit 1
+d=$(mktemp -d /tmp/sync-engine-cluster.XXXXXX) || exit 1
+for p in 7101 7102 7103; do
+  redis-server --port $p --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$d/nodes-$p.conf" \
+    --dir "$d" --save '' --appendonly no --daemonize yes --logfile "$d/$p.log" || exit 1
+done
+for i in $(seq 1 50); do redis-cli -p 7103 ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli --cluster create 127.0.0.1:7101 127.0.0.1:7102 127.0.0.1:7103 --cluster-replicas 0 --cluster-yes >"$d/create.log" 2>&1 || exit 1
+for i in $(seq 1 100); do redis-cli -p 7101 cluster info | grep -q cluster_state:ok && exit 0; sleep 0.2; done
+exit 1"#)
+}
 
 fn reachable(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -18,12 +18,44 @@ type Shared = Arc<OnceCell<Result<Option<SyncItem>, (ErrorKind, String)>>>;
 #[derive(Default)]
 pub(crate) struct Coalescer {
     inflight: Mutex<HashMap<ObjectId, Shared>>,
+    /// Ids being read by `get_many` (not coalesced), with the number of such reads.
+    batch_reads: Mutex<HashMap<ObjectId, usize>>,
 }
 
 impl Coalescer {
-    /// True while a backend read of `id` is in flight.
+    /// True while a backend read of `id` is in flight (so an invalidation must leave a floor).
     pub(crate) fn in_flight(&self, id: &ObjectId) -> bool {
-        self.inflight.lock().contains_key(id)
+        self.inflight.lock().contains_key(id) || self.batch_reads.lock().contains_key(id)
+    }
+}
+
+/// Registers the ids of one `get_many` backend read until dropped.
+struct BatchRead<'a> {
+    c: &'a Coalescer,
+    ids: &'a [ObjectId],
+}
+
+impl<'a> BatchRead<'a> {
+    fn new(c: &'a Coalescer, ids: &'a [ObjectId]) -> BatchRead<'a> {
+        let mut m = c.batch_reads.lock();
+        for id in ids {
+            *m.entry(id.clone()).or_default() += 1;
+        }
+        BatchRead { c, ids }
+    }
+}
+
+impl Drop for BatchRead<'_> {
+    fn drop(&mut self) {
+        let mut m = self.c.batch_reads.lock();
+        for id in self.ids {
+            if let Some(n) = m.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(id);
+                }
+            }
+        }
     }
 }
 
@@ -77,6 +109,7 @@ impl SyncEngine {
         let chunk = inner.cfg().batch_max_items.max(1);
         for part in missing.chunks(chunk) {
             let part_ids: Vec<ObjectId> = part.iter().map(|&i| ids[i].clone()).collect();
+            let _reading = BatchRead::new(&inner.reads, &part_ids);
             let found = fetch_many(inner, &part_ids).await?;
             for (&i, item) in part.iter().zip(found) {
                 out[i] = item;
