@@ -135,7 +135,9 @@ pub fn run_child(
     n: usize,
     l1_max_bytes: u64,
 ) -> Result<Rss, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    // `/proc/self/exe` is this very binary even if the shared target directory's copy has been
+    // rebuilt (with other suite features) since this run started; the path might not be.
+    let exe = std::path::Path::new("/proc/self/exe");
     let spec = format!("{},{},{n},{l1_max_bytes},{}", setup.name(), shape.name(), env.run_id);
     let out = Command::new(exe)
         .arg("engine")
