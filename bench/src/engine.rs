@@ -17,6 +17,8 @@
 //!    from 16 tasks against single-row INSERTs from 16 tasks;
 //! 7. peak RSS against `l1_max_bytes` in a child process.
 //!
+//! First of all, once: cross-instance invalidation over Redis + MariaDB (`invalidation.rs`).
+//!
 //! Isolation: tables `se_engine_<run>_*` in the configured databases, Redis keys under
 //! `se-engine-<run>-*`, SQLite files in a temporary directory; all removed at the end. A setup
 //! whose server is unreachable is skipped with a message.
@@ -25,6 +27,7 @@ mod breakdown;
 mod data;
 mod flow;
 mod ingest;
+mod invalidation;
 mod lifecycle;
 mod raw;
 mod reads;
@@ -60,6 +63,8 @@ pub struct Params {
     pub startup_items: usize,
     /// Id shapes measured.
     pub shapes: Vec<Shape>,
+    /// Trials of the cross-instance invalidation figure.
+    pub invalidation_trials: usize,
 }
 
 impl Params {
@@ -83,6 +88,7 @@ impl Params {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(if opts.quick { n } else { n.max(1_000_000) }),
             shapes: if opts.quick { vec![Shape::Deep] } else { vec![Shape::Deep, Shape::Flat] },
+            invalidation_trials: if opts.quick { 50 } else { 1000 },
         }
     }
 }
@@ -193,8 +199,20 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
         Figure::plain("engine.items", p.n as f64, "items"),
         Figure::plain("engine.reps", p.reps as f64, "reps"),
     ];
-    // `SYNC_ENGINE_BENCH_ENGINE_SETUPS=sqlite,redis_mariadb` limits the run (for profiling).
+    // `SYNC_ENGINE_BENCH_ENGINE_SETUPS=sqlite,redis_mariadb` limits the run (for profiling);
+    // `SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY=1` runs only the invalidation figures.
     let only = std::env::var("SYNC_ENGINE_BENCH_ENGINE_SETUPS").ok();
+    let invalidation_only =
+        std::env::var("SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY").is_ok_and(|v| v == "1");
+    if only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == "redis_mariadb")) {
+        match setup::unreachable(env, Setup::RedisMariadb).await {
+            Some(why) => eprintln!("SKIPPED engine.redis_mariadb.invalidation: {why}"),
+            None => figs.extend(invalidation::bench(env, p.invalidation_trials).await?),
+        }
+    }
+    if invalidation_only {
+        return Ok(figs);
+    }
     for setup in Setup::ALL {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|s| s.trim() == setup.name())) {
             eprintln!("engine.{}: not selected by SYNC_ENGINE_BENCH_ENGINE_SETUPS", setup.name());
