@@ -14,6 +14,8 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
+use futures_util::future::join_all;
+
 use crate::codec::MAX_BUCKET_NIBBLES;
 use crate::key::{join, nibble, segment_hash, validate_path, Children, Entry, IdError, NodeKey};
 use crate::types::{Digest, NodeValue};
@@ -201,42 +203,70 @@ where
         vb: nb.unwrap_or(NodeValue::EMPTY),
         key: start,
     }];
-    while let Some(task) = stack.pop() {
-        report.nodes_compared += 1;
-        if task.va == task.vb {
-            continue;
+    while !stack.is_empty() {
+        // Up to WAVE differing node pairs are fetched concurrently: over a network the cost
+        // of a diff is its round trips, not its comparisons.
+        let mut wave = Vec::with_capacity(WAVE);
+        while wave.len() < WAVE {
+            let Some(task) = stack.pop() else { break };
+            report.nodes_compared += 1;
+            if task.va != task.vb {
+                wave.push(task);
+            }
         }
-        let (la, lb) = join2(fetch(a, &task.key, task.a), fetch(b, &task.key, task.b)).await;
-        let (la, fetched_a) = la.map_err(DiffError::A)?;
-        let (lb, fetched_b) = lb.map_err(DiffError::B)?;
-        report.children_fetched += u64::from(fetched_a) + u64::from(fetched_b);
-        report.children_received += (la.len() + lb.len()) as u64;
-        let key = task.key;
-        match (la, lb) {
-            (Listing::Entries(ea, _), Listing::Entries(eb, _)) => {
-                let ea = sorted_entries(ea).map_err(|r| malformed(Side::A, &key, r))?;
-                let eb = sorted_entries(eb).map_err(|r| malformed(Side::B, &key, r))?;
-                compare_entries(&key, ea, eb, &mut stack, &mut report.differences);
-            }
-            (la, lb) => {
-                let depth = key.bucket.len();
-                let mut ga = Grouped::new(la, depth).map_err(|r| malformed(Side::A, &key, r))?;
-                let mut gb = Grouped::new(lb, depth).map_err(|r| malformed(Side::B, &key, r))?;
-                for n in (0..16u8).rev() {
-                    let (va, vb) = (ga.values[usize::from(n)], gb.values[usize::from(n)]);
-                    let (a, b) = (ga.take(n, va != vb), gb.take(n, va != vb));
-                    if va != vb {
-                        let key = key.child_bucket(n);
-                        stack.push(Task { key, a, b, va, vb });
-                    }
-                }
-            }
+        let fetched = join_all(wave.into_iter().map(|task| async move {
+            let (la, lb) = join2(fetch(a, &task.key, task.a), fetch(b, &task.key, task.b)).await;
+            (task.key, la, lb)
+        }))
+        .await;
+        for (key, la, lb) in fetched {
+            let (la, fetched_a) = la.map_err(DiffError::A)?;
+            let (lb, fetched_b) = lb.map_err(DiffError::B)?;
+            report.children_fetched += u64::from(fetched_a) + u64::from(fetched_b);
+            report.children_received += (la.len() + lb.len()) as u64;
+            expand(key, la, lb, &mut stack, &mut report.differences)
+                .map_err(|(side, key, r)| malformed(side, &key, r))?;
         }
     }
     report.differences.sort_unstable();
     // Only a source listing one entry under two buckets could repeat an id.
     report.differences.dedup();
     Ok(report)
+}
+
+/// Node pairs fetched concurrently by [`diff`].
+const WAVE: usize = 32;
+
+/// Compare the children of one differing node pair: push the differing child pairs onto
+/// `stack`, record differing ids in `out`.
+fn expand(
+    key: NodeKey,
+    la: Listing,
+    lb: Listing,
+    stack: &mut Vec<Task>,
+    out: &mut Vec<Difference>,
+) -> Result<(), (Side, NodeKey, &'static str)> {
+    match (la, lb) {
+        (Listing::Entries(ea, _), Listing::Entries(eb, _)) => {
+            let ea = sorted_entries(ea).map_err(|r| (Side::A, key.clone(), r))?;
+            let eb = sorted_entries(eb).map_err(|r| (Side::B, key.clone(), r))?;
+            compare_entries(&key, ea, eb, stack, out);
+        }
+        (la, lb) => {
+            let depth = key.bucket.len();
+            let mut ga = Grouped::new(la, depth).map_err(|r| (Side::A, key.clone(), r))?;
+            let mut gb = Grouped::new(lb, depth).map_err(|r| (Side::B, key.clone(), r))?;
+            for n in (0..16u8).rev() {
+                let (va, vb) = (ga.values[usize::from(n)], gb.values[usize::from(n)]);
+                let (a, b) = (ga.take(n, va != vb), gb.take(n, va != vb));
+                if va != vb {
+                    let key = key.child_bucket(n);
+                    stack.push(Task { key, a, b, va, vb });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn malformed<EA, EB>(side: Side, key: &NodeKey, reason: &'static str) -> DiffError<EA, EB> {

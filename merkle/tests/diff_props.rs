@@ -211,3 +211,68 @@ fn diff_future_is_send() {
     assert_send(&fut);
     assert!(block_on(fut).unwrap().differences.is_empty());
 }
+
+/// A source that answers `children` only after yielding once, and records how many of its
+/// calls were in flight at the same time.
+struct Concurrent<'a> {
+    tree: &'a MemTree,
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl ChildrenSource for Concurrent<'_> {
+    type Error = std::convert::Infallible;
+
+    fn node(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Option<NodeValue>, Self::Error>> + Send {
+        std::future::ready(Ok(self.tree.node(key)))
+    }
+
+    fn children(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Children, Self::Error>> + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        let key = key.clone();
+        async move {
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.max.fetch_max(n, SeqCst);
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            self.now.fetch_sub(1, SeqCst);
+            Ok(self.tree.children(&key))
+        }
+    }
+}
+
+#[test]
+fn diff_fetches_independent_branches_concurrently() {
+    let mut a = MemTree::new();
+    for t in 0..40 {
+        for n in 0..20 {
+            let id = format!("t{t}.u.i{n}");
+            a.upsert(&id, digest(&id, 0)).unwrap();
+        }
+    }
+    let mut b = a.clone();
+    for t in 0..40 {
+        let id = format!("t{t}.u.i3");
+        b.upsert(&id, digest(&id, 1)).unwrap();
+    }
+    let src = Concurrent { tree: &a, now: 0.into(), max: 0.into() };
+    let r = block_on(diff(&src, &b, "")).unwrap();
+    assert_eq!(r.differences.len(), 40);
+    let max = src.max.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(max >= 16, "40 differing branches were fetched at most {max} at a time");
+}
