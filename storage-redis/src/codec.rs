@@ -43,6 +43,11 @@ pub(crate) enum DecodeError {
     /// The state tag is not UTF-8.
     #[error("stored state tag is not UTF-8")]
     StateNotUtf8,
+    /// The bytes were changed outside this store (bit rot, a manual `SET`): the payload no
+    /// longer hashes to the stored content hash, or the header no longer matches its leaf
+    /// digest.
+    #[error("stored value fails its integrity check: {0}")]
+    Integrity(&'static str),
 }
 
 /// Why an item cannot be encoded.
@@ -131,7 +136,13 @@ pub(crate) fn decode(id: ObjectId, bytes: Bytes) -> Result<Decoded, DecodeError>
         Some(s.to_owned())
     };
     let content = bytes.slice(payload_at..);
+    if ContentHash::of(&content) != stamp.content_hash {
+        return Err(DecodeError::Integrity("the payload does not match its content hash"));
+    }
     let item = SyncItem::from_stored(id, stamp, updated_at, content, state);
+    if item.leaf_digest().0 != array::<32>(&bytes, 50) {
+        return Err(DecodeError::Integrity("the header does not match its leaf digest"));
+    }
     Ok(Decoded { item, in_shadow: flags & FLAG_SHADOW != 0 && !stamp.tombstone })
 }
 
@@ -180,6 +191,28 @@ mod tests {
             let mut wrong = bytes.clone();
             wrong[0] = fmt;
             prop_assert_eq!(decode(id("a"), Bytes::from(wrong)), Err(DecodeError::Format(fmt)));
+        }
+    }
+
+    proptest! {
+        /// A value changed outside the store (one bit anywhere in the payload, the version,
+        /// the content hash or the leaf digest) is refused, never decoded as another item.
+        #[test]
+        fn bytes_changed_outside_the_store_are_refused(
+            content in proptest::collection::vec(any::<u8>(), 1..200),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let item = SyncItem::new(id("a.b"), 7, content);
+            let bytes = encode(&item, true).unwrap();
+            // Version (2..10), content hash (10..42), leaf digest (50..82), payload (84..).
+            let spots: Vec<usize> = (2..42).chain(50..82).chain(HEADER_LEN..bytes.len()).collect();
+            let mut bad = bytes.clone();
+            bad[spots[at.index(spots.len())]] ^= 1 << bit;
+            prop_assert!(matches!(
+                decode(id("a.b"), Bytes::from(bad)),
+                Err(DecodeError::Integrity(_))
+            ));
         }
     }
 
