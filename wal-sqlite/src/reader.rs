@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use std::sync::mpsc;
 use sync_engine_core::store::{FilterSnapshot, WalEntry};
-use sync_engine_core::Result;
+use sync_engine_core::{ErrorKind, Result};
 
 use tokio::sync::oneshot;
 
-use crate::errors::{record_error, sql_error, stopped};
+use crate::errors::{file_error, record_error, sql_error, stopped};
 use crate::record::{decode_record, decode_snapshot, RecordError};
 use crate::schema::SNAPSHOT_SLOT;
 use crate::writer::WriteCmd;
@@ -77,6 +77,9 @@ impl Reader {
     fn peek(&self, limit: usize) -> Result<Vec<WalEntry>> {
         let sql = |e| sql_error("peek", &self.path, e);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The entry last sent to quarantine: met again, the move did not happen (a damaged
+        // B-tree whose key lookup misses a row its scan returns), and looping would never end.
+        let mut quarantined: Option<i64> = None;
         loop {
             let mut out = Vec::new();
             let mut bad = None;
@@ -107,6 +110,14 @@ impl Reader {
             let Some((seq, reason)) = bad else {
                 return Ok(out);
             };
+            if quarantined == Some(seq) {
+                let msg = format!(
+                    "entry {seq} is damaged ({reason}) and could not be moved to the `damaged` table: the file's structure is corrupt; move the file aside (it holds unsent writes) and restore it or start with a new WAL"
+                );
+                tracing::error!(path = %self.path.display(), seq, "{msg}");
+                return Err(file_error(ErrorKind::Corrupt, "peek", &self.path, msg));
+            }
+            quarantined = Some(seq);
             tracing::error!(path = %self.path.display(), seq, reason = %reason, "WAL entry failed its check at peek: quarantined into the `damaged` table, NOT drained");
             let (reply, wait) = oneshot::channel();
             self.writer

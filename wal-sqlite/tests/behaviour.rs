@@ -165,6 +165,31 @@ async fn a_damaged_entry_is_quarantined_loudly_never_returned() {
     }
 }
 
+/// A damaged entry that cannot be moved out of `entries` (here a trigger ignores the DELETE,
+/// as a damaged B-tree whose key lookup misses a row its scan returns does) makes `peek` fail
+/// with a clear Corrupt error, instead of quarantining it again forever (found by the chaos
+/// harness, `wal_damage`: garbled main-file pages hung the engine's start-up).
+#[tokio::test]
+async fn a_damaged_entry_that_cannot_be_quarantined_fails_peek_instead_of_looping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let wal = SqliteWal::open(&path, WalOptions::default()).await.unwrap();
+    wal.append(&(0..5).map(item).collect::<Vec<_>>()).await.unwrap();
+    wal.close().await.unwrap();
+    tamper(
+        &path,
+        "UPDATE entries SET record = CAST(substr(record, 1, 199) || x'ff' || substr(record, 201) AS BLOB) WHERE seq = 3;
+         CREATE TRIGGER stuck BEFORE DELETE ON entries BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let opts = WalOptions { verify_on_open: false, ..WalOptions::default() };
+    let wal = SqliteWal::open(&path, opts).await.unwrap();
+    let peek = tokio::time::timeout(std::time::Duration::from_secs(10), wal.peek(100)).await;
+    let err = peek.expect("peek looped instead of failing").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("entry 3 is damaged"), "{err}");
+    wal.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn entries_lost_from_the_file_are_detected_in_the_middle_and_at_the_tail() {
     let dir = tempfile::tempdir().unwrap();

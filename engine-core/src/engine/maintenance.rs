@@ -1,6 +1,6 @@
 //! Maintenance: `run()` / `tick()` (L3 and L2 health probes, WAL drain, resync after an
-//! outage, L2 repair, filter snapshots by time and by insert count, tombstone purge, hot
-//! reload) and the cheap `health()` report.
+//! outage, L2/L3 root comparison every round and L2 repair on a mismatch, filter snapshots by
+//! time and by insert count, tombstone purge, hot reload) and the cheap `health()` report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
