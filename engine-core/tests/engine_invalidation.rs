@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::Rig;
-use sync_engine_core::memory::{MemoryBus, MemoryWal};
+use sync_engine_core::memory::MemoryBus;
 use sync_engine_core::store::MerkleExt;
 use sync_engine_core::{Config, SyncEngine};
 use sync_engine_cuckoo::TrustState;
@@ -25,14 +25,7 @@ async fn cluster(n: usize, config: Config) -> Cluster {
     let bus = MemoryBus::new();
     let mut engines = Vec::new();
     for _ in 0..n {
-        let e = SyncEngine::builder(config.clone())
-            .archive(rig.l3.clone())
-            .cache(rig.l2.clone())
-            .wal(MemoryWal::default())
-            .bus(bus.clone())
-            .start()
-            .await
-            .expect("engine starts");
+        let e = rig.start_instance(config.clone(), &bus).await;
         engines.push(e);
     }
     Cluster { rig, bus, engines }
@@ -130,14 +123,7 @@ async fn a_bus_down_at_start_serves_nothing_stale_and_recovers() {
     let bus = MemoryBus::new();
     bus.set_down(true);
     let a = rig.start().await; // no bus: writes straight to the tiers
-    let b = SyncEngine::builder(Rig::config())
-        .archive(rig.l3.clone())
-        .cache(rig.l2.clone())
-        .wal(MemoryWal::default())
-        .bus(bus.clone())
-        .start()
-        .await
-        .unwrap();
+    let b = rig.start_instance(Rig::config(), &bus).await;
     assert_eq!(b.health().bus_connected, Some(false));
     assert_ne!(b.health().filter, TrustState::Trusted, "no 'absent' while disconnected");
     let v = a.submit("s.1", "x").await.unwrap();

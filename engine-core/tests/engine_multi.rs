@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{id, Rig};
 use proptest::prelude::*;
-use sync_engine_core::memory::{MemoryBus, MemoryWal};
+use sync_engine_core::memory::MemoryBus;
 use sync_engine_core::store::{CacheExt, MerkleExt};
 use sync_engine_core::{newer_wins, SubmitOptions, SyncEngine, SyncItem};
 
@@ -96,14 +96,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let bus = MemoryBus::new();
     let mut engines = Vec::new();
     for _ in 0..ENGINES {
-        let e = SyncEngine::builder(Rig::config())
-            .archive(rig.l3.clone())
-            .cache(rig.l2.clone())
-            .wal(MemoryWal::default())
-            .bus(bus.clone())
-            .start()
-            .await
-            .unwrap();
+        let e = rig.start_instance(Rig::config(), &bus).await;
         engines.push(e);
     }
     let mut w = World { rig, engines, bus, newest: HashMap::new() };

@@ -138,9 +138,19 @@ impl SyncEngine {
         if !item.is_tombstone() {
             inner.filter.note(item.id());
         }
-        inner.l1.put(&item);
         if opts.route != Route::L2Only {
             inner.overlay.put(&item);
+        }
+        // L1 is newer-wins, but it may have been cleared (a bus gap) while a newer write of
+        // this id is still pending: then the overlay holds the winner, and this older write
+        // must not be cached (its batch entry is superseded and never reaches L3 to be
+        // reported stale).
+        let superseded = inner
+            .overlay
+            .get(item.id())
+            .is_some_and(|cur| cur.stamp() != item.stamp() && !item.supersedes(Some(&cur)));
+        if !superseded {
+            inner.l1.put(&item);
         }
         // TTLs apply to L2-only writes: an item bound for L3 must stay in L2's Merkle shadow.
         let ttl = if opts.route == Route::L2Only {

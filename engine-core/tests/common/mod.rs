@@ -2,7 +2,7 @@
 //! engine (a crash) and start a new one over the same "durable" state.
 #![allow(dead_code)]
 
-use sync_engine_core::memory::{Faulty, MemoryArchive, MemoryCache, MemoryWal};
+use sync_engine_core::memory::{Faulty, MemoryArchive, MemoryBus, MemoryCache, MemoryWal};
 use sync_engine_core::{Config, SyncEngine};
 
 /// Backends of one test, each behind a fault wrapper.
@@ -47,6 +47,18 @@ impl Rig {
             .wal(self.wal.clone())
             .start()
             .await
+    }
+
+    /// Another instance over the same L2 and L3, with its own WAL (and L1), on `bus`.
+    pub async fn start_instance(&self, config: Config, bus: &MemoryBus) -> SyncEngine {
+        SyncEngine::builder(config)
+            .archive(self.l3.clone())
+            .cache(self.l2.clone())
+            .wal(MemoryWal::default())
+            .bus(bus.clone())
+            .start()
+            .await
+            .expect("engine starts")
     }
 
     pub async fn start_without_l2(&self, config: Config) -> sync_engine_core::Result<SyncEngine> {
