@@ -17,13 +17,15 @@
 //!    from 16 tasks against single-row INSERTs from 16 tasks;
 //! 7. peak RSS against `l1_max_bytes` in a child process.
 //!
-//! First of all, once: cross-instance invalidation over Redis + MariaDB (`invalidation.rs`).
+//! First of all, once: cross-instance invalidation over Redis + MariaDB (`invalidation.rs`), and
+//! ingest with L2 on a 3-primary Redis Cluster beside the single Redis (`cluster.rs`).
 //!
 //! Isolation: tables `se_engine_<run>_*` in the configured databases, Redis keys under
 //! `se-engine-<run>-*`, SQLite files in a temporary directory; all removed at the end. A setup
 //! whose server is unreachable is skipped with a message.
 
 mod breakdown;
+mod cluster;
 mod data;
 mod flow;
 mod ingest;
@@ -65,6 +67,8 @@ pub struct Params {
     pub shapes: Vec<Shape>,
     /// Trials of the cross-instance invalidation figure.
     pub invalidation_trials: usize,
+    /// Items per ingest of the Redis Cluster comparison.
+    pub cluster_items: usize,
 }
 
 impl Params {
@@ -89,6 +93,7 @@ impl Params {
                 .unwrap_or(if opts.quick { n } else { n.max(1_000_000) }),
             shapes: if opts.quick { vec![Shape::Deep] } else { vec![Shape::Deep, Shape::Flat] },
             invalidation_trials: if opts.quick { 50 } else { 1000 },
+            cluster_items: n.min(100_000),
         }
     }
 }
@@ -200,7 +205,7 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
         Figure::plain("engine.reps", p.reps as f64, "reps"),
     ];
     // `SYNC_ENGINE_BENCH_ENGINE_SETUPS=sqlite,redis_mariadb` limits the run (for profiling);
-    // `SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY=1` runs only the invalidation figures.
+    // `SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY=1` runs only the invalidation and cluster figures.
     let only = std::env::var("SYNC_ENGINE_BENCH_ENGINE_SETUPS").ok();
     let invalidation_only =
         std::env::var("SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY").is_ok_and(|v| v == "1");
@@ -208,6 +213,13 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
         match setup::unreachable(env, Setup::RedisMariadb).await {
             Some(why) => eprintln!("SKIPPED engine.redis_mariadb.invalidation: {why}"),
             None => figs.extend(invalidation::bench(env, p.invalidation_trials).await?),
+        }
+    }
+    if only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == "redis_cluster_mariadb")) {
+        if let Some(why) = setup::unreachable(env, Setup::RedisMariadb).await {
+            eprintln!("SKIPPED engine.redis_cluster_mariadb: {why}");
+        } else {
+            figs.extend(cluster::bench(env, p.cluster_items, p.reps).await?);
         }
     }
     if invalidation_only {
