@@ -45,6 +45,10 @@ pub struct Config {
     pub redis_url: Option<SecretUrl>,
     /// Prefix of every Redis key this engine writes. Default `sync:`. Restart-only.
     pub redis_prefix: String,
+    /// Treat `redis_url` as a seed node of a Redis Cluster (the store connects to the primary
+    /// that owns its prefix's hash slot; needs the `redis-cluster` feature). Default false.
+    /// Restart-only.
+    pub redis_cluster: bool,
     /// With `redis_url` set: publish the ids of every flushed batch on the Redis channel of
     /// `redis_prefix` and apply other instances' messages to L1 and the filter. Needed when
     /// several instances share L2/L3; staleness bound in ARCHITECTURE.md. Default true.
@@ -130,6 +134,7 @@ impl Default for Config {
             sql_url: SecretUrl::new("sqlite://sync-engine-data/archive.db"),
             redis_url: None,
             redis_prefix: "sync:".into(),
+            redis_cluster: false,
             redis_invalidation: true,
             wal_path: PathBuf::from("sync-engine-data/wal.db"),
             l1_max_bytes: 256 * 1024 * 1024,

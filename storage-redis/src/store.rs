@@ -133,6 +133,16 @@ impl RedisStore {
             .redis_url
             .as_ref()
             .ok_or_else(|| config_error("config field `redis_url` is not set".into()))?;
+        if config.redis_cluster {
+            #[cfg(feature = "redis-cluster")]
+            return RedisStore::connect_cluster(url, RedisOptions::from_config(config)).await;
+            #[cfg(not(feature = "redis-cluster"))]
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "config field `redis_cluster` needs the `redis-cluster` feature, which this build lacks",
+            )
+            .with_operation("connect"));
+        }
         RedisStore::connect(url, RedisOptions::from_config(config)).await
     }
 
