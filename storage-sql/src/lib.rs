@@ -20,6 +20,7 @@ mod batch;
 mod codec;
 mod driver;
 mod error;
+mod migrate;
 mod ops;
 mod options;
 mod sqlgen;

@@ -11,7 +11,6 @@
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 
 use crate::error::{Failure, Fallible};
-use crate::store::SCHEMA_VERSION;
 
 fn migrations(p: &str) -> Vec<Vec<String>> {
     vec![vec![
@@ -104,22 +103,15 @@ async fn migrate_locked(conn: &mut MySqlConnection, p: &str) -> Fallible<()> {
     .map(|r| r.try_get::<i64, _>(0))
     .transpose()?
     .unwrap_or(0);
-    if current > SCHEMA_VERSION {
-        return Err(Failure::Unsupported(format!(
-            "schema version {current} of tables `{p}*` is newer than this build supports \
-             ({SCHEMA_VERSION}); upgrade sync-engine"
-        )));
-    }
-    let all = migrations(p);
-    for (i, steps) in all.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
-        for sql in steps {
+    for (version, steps) in crate::migrate::pending(p, current, migrations(p))? {
+        for sql in &steps {
             sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut *conn).await?;
         }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {p}meta (name, value) VALUES ('schema_version', ?) \
              ON DUPLICATE KEY UPDATE value = VALUES(value)"
         )))
-        .bind(i as i64 + 1)
+        .bind(version)
         .execute(&mut *conn)
         .await?;
     }

@@ -6,8 +6,7 @@
 
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
-use crate::error::{Failure, Fallible};
-use crate::store::SCHEMA_VERSION;
+use crate::error::Fallible;
 
 /// The migrations, in order; migration `i` (0-based) brings the schema to version `i + 1`.
 fn migrations(p: &str) -> Vec<Vec<String>> {
@@ -78,22 +77,15 @@ pub(crate) async fn migrate(conn: &mut SqliteConnection, p: &str) -> Fallible<()
     .map(|r| r.try_get::<i64, _>(0))
     .transpose()?
     .unwrap_or(0);
-    if current > SCHEMA_VERSION {
-        return Err(Failure::Unsupported(format!(
-            "schema version {current} of tables `{p}*` is newer than this build supports \
-             ({SCHEMA_VERSION}); upgrade sync-engine"
-        )));
-    }
-    let all = migrations(p);
-    for (i, steps) in all.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
-        for sql in steps {
+    for (version, steps) in crate::migrate::pending(p, current, migrations(p))? {
+        for sql in &steps {
             sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut *tx).await?;
         }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {p}meta (name, value) VALUES ('schema_version', ?) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value"
         )))
-        .bind(i as i64 + 1)
+        .bind(version)
         .execute(&mut *tx)
         .await?;
     }
