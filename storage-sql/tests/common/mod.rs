@@ -2,6 +2,8 @@
 //! the suites every database runs (conformance, round trips, Merkle properties, concurrency).
 #![allow(dead_code)]
 
+mod server_suite;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
