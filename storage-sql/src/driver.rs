@@ -254,11 +254,13 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Live items by id (absent and tombstoned ids are left out), each read consistently.
     fn get_many(&self, ids: &[&str]) -> impl Future<Output = Fallible<Vec<StoredItem>>> + Send;
 
-    /// Live ids in `range`, ascending, at most `limit`.
+    /// Ids in `range`, ascending, at most `limit`: live ones only, or (`live_only` false)
+    /// tombstoned ones too, which lets the database answer from the primary-key index alone.
     fn scan_keys(
         &self,
         range: &KeyRange,
         limit: usize,
+        live_only: bool,
     ) -> impl Future<Output = Fallible<Vec<String>>> + Send;
 
     /// Number of live ids in `[lower, upper)` (`upper` None: unbounded).

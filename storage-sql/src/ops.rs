@@ -144,12 +144,16 @@ impl<D: Driver> Core<D> {
         Ok(out)
     }
 
-    /// One keyset page of live ids.
-    pub(crate) async fn scan_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>, Error> {
+    /// One keyset page of live ids (`live_only`), or of every stored id, tombstones too.
+    pub(crate) async fn scan_keys(
+        &self,
+        scan: &KeyScan,
+        live_only: bool,
+    ) -> Result<Vec<ObjectId>, Error> {
         let range = KeyRange::new(&scan.prefix, scan.after.as_ref().map(ObjectId::as_str));
         let ids = self
             .driver
-            .scan_keys(&range, scan.limit.max(1))
+            .scan_keys(&range, scan.limit.max(1), live_only)
             .await
             .map_err(self.err("scan_keys"))?;
         ids.into_iter()

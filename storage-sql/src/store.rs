@@ -197,7 +197,13 @@ impl ArchiveStore for SqlStore {
 
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend(), limit = scan.limit))]
     async fn scan_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>, Error> {
-        dispatch!(self, c => c.scan_keys(scan).await)
+        dispatch!(self, c => c.scan_keys(scan, true).await)
+    }
+
+    /// Every stored id, tombstones too: an index-only scan of the primary key.
+    #[tracing::instrument(skip_all, fields(backend = self.dialect.backend(), limit = scan.limit))]
+    async fn scan_filter_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>, Error> {
+        dispatch!(self, c => c.scan_keys(scan, false).await)
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend()))]

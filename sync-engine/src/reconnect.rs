@@ -180,6 +180,10 @@ impl ArchiveStore for ReconnectingL3 {
         self.store("scan_keys").await?.scan_keys(scan).await
     }
 
+    async fn scan_filter_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>> {
+        self.store("scan_filter_keys").await?.scan_filter_keys(scan).await
+    }
+
     async fn count(&self, prefix: &str) -> Result<u64> {
         self.store("count").await?.count(prefix).await
     }

@@ -14,6 +14,7 @@ pub async fn archive_all(store: &dyn ArchiveStore, ns: &str) -> Check {
     archive_replay_is_harmless(store, &format!("{ns}.rp")).await?;
     archive_batches_are_atomic(store, &format!("{ns}.at")).await?;
     archive_keyset_scan_exactly_once(store, &format!("{ns}.ks")).await?;
+    archive_filter_scan_covers_live_ids(store, &format!("{ns}.fs")).await?;
     archive_prefixes_are_exact(store, &format!("{ns}.px")).await?;
     archive_binary_round_trip(store, &format!("{ns}.bin")).await?;
     archive_purges_only_old_tombstones(store, &format!("{ns}.pg")).await?;
@@ -147,6 +148,36 @@ pub async fn archive_batches_are_atomic(store: &dyn ArchiveStore, ns: &str) -> C
     w.map_err(backend(P))?;
     let mixed = r.map_err(backend(P))?;
     ensure!(mixed.is_none(), P, "a read saw a partly applied batch: versions {mixed:?}");
+    Ok(())
+}
+
+/// The filter scan pages (small pages, so every page boundary is crossed) return, ascending and
+/// each once, every live id, possibly tombstoned ids, and nothing else.
+pub async fn archive_filter_scan_covers_live_ids(store: &dyn ArchiveStore, ns: &str) -> Check {
+    const P: &str = "filter scans cover every live id";
+    let ids: Vec<ObjectId> = (0..23).map(|i| id(ns, &format!("f{i:02}"))).collect();
+    let items: Vec<SyncItem> = ids.iter().map(|i| SyncItem::new(i.clone(), 1, "x")).collect();
+    store.put_batch(&items).await.map_err(backend(P))?;
+    let deleted: Vec<SyncItem> =
+        ids.iter().step_by(3).map(|i| SyncItem::tombstone(i.clone(), 2)).collect();
+    store.put_batch(&deleted).await.map_err(backend(P))?;
+    let mut seen: Vec<ObjectId> = Vec::new();
+    let mut scan = KeyScan::prefix(ns, 4);
+    loop {
+        let page = store.scan_filter_keys(&scan).await.map_err(backend(P))?;
+        let Some(last) = page.last().cloned() else { break };
+        let full = page.len() >= scan.limit;
+        seen.extend(page);
+        if !full {
+            break;
+        }
+        scan = scan.next_page(&last);
+    }
+    ensure!(seen.windows(2).all(|w| w[0] < w[1]), P, "pages not strictly ascending");
+    for (i, o) in ids.iter().enumerate() {
+        ensure!(i % 3 == 0 || seen.contains(o), P, "live id {o} missing from the filter scan");
+    }
+    ensure!(seen.iter().all(|s| ids.contains(s)), P, "the filter scan returned an unknown id");
     Ok(())
 }
 

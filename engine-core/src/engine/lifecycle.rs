@@ -272,7 +272,7 @@ pub(crate) async fn fill_filter(inner: &Inner, ticket: WarmingTicket) -> crate::
     let mut scan = crate::store::KeyScan::prefix("", 10_000);
     let mut scanned: u64 = 0;
     loop {
-        let ids = inner.l3.scan_keys(&scan).await?;
+        let ids = inner.l3.scan_filter_keys(&scan).await?;
         let Some(last) = ids.last().cloned() else {
             break;
         };

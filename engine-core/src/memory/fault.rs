@@ -147,6 +147,11 @@ impl<T: ArchiveStore> ArchiveStore for Faulty<T> {
         self.plan.check("scan_keys").await?;
         self.inner.scan_keys(scan).await
     }
+
+    async fn scan_filter_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>> {
+        self.plan.check("scan_keys").await?;
+        self.inner.scan_filter_keys(scan).await
+    }
     async fn count(&self, prefix: &str) -> Result<u64> {
         self.plan.check("count").await?;
         self.inner.count(prefix).await

@@ -63,6 +63,16 @@ pub trait ArchiveStore: Send + Sync {
     /// One page of live ids ([`KeyScan`]).
     async fn scan_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>>;
 
+    /// One page of ids for filling the engine's absent-id filter: keyset-paginated, ascending
+    /// and each id once like [`scan_keys`](Self::scan_keys), but the page may also hold ids
+    /// whose latest write is a tombstone (a superset of the live ids; never an id that was
+    /// never written). A store answers it from an index alone where that is cheaper than
+    /// testing each row; an extra id only costs the filter a false positive, never a false
+    /// "absent". The default is `scan_keys`.
+    async fn scan_filter_keys(&self, scan: &KeyScan) -> Result<Vec<ObjectId>> {
+        self.scan_keys(scan).await
+    }
+
     /// Number of live items whose id starts with `prefix` (empty: all).
     async fn count(&self, prefix: &str) -> Result<u64>;
 

@@ -49,7 +49,7 @@ pub(crate) struct MySqlDriver {
     lock: Arc<str>,
     gen_write: Arc<str>,
     get_one: Arc<str>,
-    scan: [Arc<str>; 4],
+    scan: [Arc<str>; 8],
     count: [Arc<str>; 2],
     entries_leaves: Arc<str>,
     entries_paths: Arc<str>,
@@ -126,9 +126,10 @@ impl MySqlDriver {
             .connect_lazy_with(opts);
         let live = "tombstone = 0";
         let s = |x: String| -> Arc<str> { x.into() };
-        let scan = |op: &str, upper: bool| {
+        let scan = |op: &str, upper: bool, all: bool| {
             let up = if upper { " AND id < ?" } else { "" };
-            s(format!("SELECT id FROM {p}items WHERE id {op} ?{up} AND {live} ORDER BY id LIMIT ?"))
+            let live = if all { String::new() } else { format!(" AND {live}") };
+            s(format!("SELECT id FROM {p}items WHERE id {op} ?{up}{live} ORDER BY id LIMIT ?"))
         };
         Ok(MySqlDriver {
             statement_bytes: packet / 2,
@@ -136,7 +137,7 @@ impl MySqlDriver {
             lock: s(format!("SELECT value FROM {p}meta WHERE name = 'tree_lock' FOR UPDATE")),
             gen_write: s(format!("UPDATE {p}meta SET value = ? WHERE name = 'tree_lock'")),
             get_one: s(format!("SELECT {ITEM_COLS} FROM {p}items WHERE id = ? AND {live}")),
-            scan: [scan(">=", false), scan(">=", true), scan(">", false), scan(">", true)],
+            scan: crate::sqlgen::scan_statements(scan),
             count: [
                 s(format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND {live}")),
                 s(format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND id < ? AND {live}")),
@@ -352,9 +353,14 @@ impl Driver for MySqlDriver {
         Ok(out)
     }
 
-    async fn scan_keys(&self, range: &KeyRange, limit: usize) -> Fallible<Vec<String>> {
-        let i = usize::from(range.lower_exclusive) * 2 + usize::from(range.upper.is_some());
-        let mut query = q(&self.scan[i]).bind(range.lower.as_str());
+    async fn scan_keys(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        live_only: bool,
+    ) -> Fallible<Vec<String>> {
+        let mut query =
+            q(&self.scan[crate::sqlgen::scan_index(range, live_only)]).bind(range.lower.as_str());
         if let Some(u) = &range.upper {
             query = query.bind(u.as_str());
         }

@@ -46,7 +46,7 @@ struct Sql {
     entries_paths: Arc<str>,
     get_one: Arc<str>,
     get_many: Arc<str>,
-    scan: [Arc<str>; 4],
+    scan: [Arc<str>; 8],
     count: [Arc<str>; 2],
     purge: Arc<str>,
     leaf_page: Arc<str>,
@@ -65,12 +65,11 @@ impl Sql {
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
              $5::bytea[], $6::bool[], $7::int8[], $8::bytea[], $9::text[], $10::bytea[])"
         );
-        let scan = |op: &str, upper: bool| {
+        let scan = |op: &str, upper: bool, all: bool| {
             let up = if upper { " AND id < $2" } else { "" };
             let lim = if upper { "$3" } else { "$2" };
-            s(format!(
-                "SELECT id FROM {p}items WHERE id {op} $1{up} AND {live} ORDER BY id LIMIT {lim}"
-            ))
+            let live = if all { String::new() } else { format!(" AND {live}") };
+            s(format!("SELECT id FROM {p}items WHERE id {op} $1{up}{live} ORDER BY id LIMIT {lim}"))
         };
         Sql {
             lock: s(format!("SELECT value FROM {p}meta WHERE name = 'tree_lock' FOR UPDATE")),
@@ -127,7 +126,7 @@ impl Sql {
             )),
             get_one: s(format!("SELECT {item_cols} FROM {p}items WHERE id = $1 AND {live}")),
             get_many: s(format!("SELECT {item_cols} FROM {p}items WHERE id = ANY($1) AND {live}")),
-            scan: [scan(">=", false), scan(">=", true), scan(">", false), scan(">", true)],
+            scan: crate::sqlgen::scan_statements(scan),
             count: [
                 s(format!("SELECT COUNT(*) FROM {p}items WHERE id >= $1 AND {live}")),
                 s(format!("SELECT COUNT(*) FROM {p}items WHERE id >= $1 AND id < $2 AND {live}")),
@@ -302,9 +301,14 @@ impl Driver for PgDriver {
         rows.iter().map(item_row).collect()
     }
 
-    async fn scan_keys(&self, range: &KeyRange, limit: usize) -> Fallible<Vec<String>> {
-        let i = usize::from(range.lower_exclusive) * 2 + usize::from(range.upper.is_some());
-        let mut query = q(&self.sql.scan[i]).bind(range.lower.as_str());
+    async fn scan_keys(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        live_only: bool,
+    ) -> Fallible<Vec<String>> {
+        let mut query = q(&self.sql.scan[crate::sqlgen::scan_index(range, live_only)])
+            .bind(range.lower.as_str());
         if let Some(u) = &range.upper {
             query = query.bind(u.as_str());
         }

@@ -36,7 +36,7 @@ pub(crate) struct SqliteDriver {
     /// Bind parameters per statement (32766 on SQLite ≥ 3.32, 999 before).
     max_params: usize,
     get_one: Arc<str>,
-    scan: [Arc<str>; 4],
+    scan: [Arc<str>; 8],
     count: [Arc<str>; 2],
     entries_leaves: Arc<str>,
     entries_paths: Arc<str>,
@@ -103,10 +103,11 @@ impl SqliteDriver {
             max_params_for(&v)
         };
         let live = "tombstone = 0";
-        let scan = |op: &str, upper: bool| -> Arc<str> {
+        // `all`: tombstoned ids too, answered from the primary-key index alone.
+        let scan = |op: &str, upper: bool, all: bool| -> Arc<str> {
             let up = if upper { " AND id < ?" } else { "" };
-            format!("SELECT id FROM {p}items WHERE id {op} ?{up} AND {live} ORDER BY id LIMIT ?")
-                .into()
+            let live = if all { String::new() } else { format!(" AND {live}") };
+            format!("SELECT id FROM {p}items WHERE id {op} ?{up}{live} ORDER BY id LIMIT ?").into()
         };
         Ok(SqliteDriver {
             get_one: format!(
@@ -114,7 +115,7 @@ impl SqliteDriver {
                  FROM {p}items WHERE id = ? AND {live}"
             )
             .into(),
-            scan: [scan(">=", false), scan(">=", true), scan(">", false), scan(">", true)],
+            scan: crate::sqlgen::scan_statements(scan),
             count: [
                 format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND {live}").into(),
                 format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND id < ? AND {live}").into(),
@@ -333,9 +334,14 @@ impl Driver for SqliteDriver {
         Ok(out)
     }
 
-    async fn scan_keys(&self, range: &KeyRange, limit: usize) -> Fallible<Vec<String>> {
-        let i = usize::from(range.lower_exclusive) * 2 + usize::from(range.upper.is_some());
-        let mut query = q(&self.scan[i]).bind(range.lower.as_str());
+    async fn scan_keys(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        live_only: bool,
+    ) -> Fallible<Vec<String>> {
+        let mut query =
+            q(&self.scan[crate::sqlgen::scan_index(range, live_only)]).bind(range.lower.as_str());
         if let Some(u) = &range.upper {
             query = query.bind(u.as_str());
         }
