@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use sync_engine_cuckoo::{CuckooFilter, WarmingTicket};
+use sync_engine_cuckoo::WarmingTicket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::{
     batcher,
     breaker::{Breaker, BreakerState},
-    filter::Filter,
+    filter::{Filter, FilterPair},
     invalidate,
     l1::L1,
     maintenance, Builder, EngineState, Inner, SyncEngine, Tasks,
@@ -231,7 +231,7 @@ async fn restore_filter(inner: &Inner, root: sync_engine_merkle::Digest) {
         tracing::info!(snapshot_root = %snap.merkle_root, l3_root = %root, "filter snapshot is stale; rebuilding");
         return;
     }
-    match CuckooFilter::import(&snap.bytes) {
+    match FilterPair::import(&snap.bytes) {
         Ok(f) => {
             let ticket = f.trust().begin_warming();
             match f.trust().finish_warming(ticket) {
