@@ -89,6 +89,44 @@ async fn verify_reports_and_repair_fixes_only_a_prefix() {
     );
 }
 
+/// Payloads changed behind L2's back leave its shadow as it was: the Merkle verify cannot see
+/// them, the deep one names them (beside what the diff finds), and the deep repair rewrites
+/// exactly those from L3.
+#[tokio::test]
+async fn deep_verify_finds_entries_changed_behind_the_shadow_and_deep_repair_fixes_them() {
+    let rig = Rig::new();
+    let engine = rig.start().await;
+    for t in ["t1", "t2"] {
+        for i in 0..20 {
+            engine.submit(&format!("{t}.u.{i}"), format!("{t} {i}")).await.unwrap();
+        }
+    }
+    engine.flush().await.unwrap();
+    let cache = rig.l2.inner();
+    for raw in ["t1.u.1", "t1.u.2", "t2.u.3"] {
+        assert!(cache.corrupt(&id(raw), "changed behind the cache's back"));
+    }
+    let shallow = engine.verify("t1").await.unwrap();
+    assert!(shallow.in_sync && !shallow.deep, "the shadow does not show raw changes: {shallow:?}");
+    cache.tamper(SyncItem::new(id("t1.u.9"), 1, "rogue"));
+    let v = engine.verify_deep("t1").await.unwrap();
+    assert!(!v.in_sync && v.deep, "{v:?}");
+    assert_eq!((v.differing, v.corrupt, v.audited, v.repaired), (3, 2, 20, 0), "{v:?}");
+    let mut sample = v.sample.clone();
+    sample.sort();
+    assert_eq!(sample, ["t1.u.1", "t1.u.2", "t1.u.9"]);
+    let r = engine.repair_deep("t1").await.unwrap();
+    assert_eq!((r.differing, r.corrupt, r.repaired, r.removed), (3, 2, 3, 0), "{r:?}");
+    let after = engine.verify_deep("t1").await.unwrap();
+    assert!(after.in_sync && after.differing == 0, "{after:?}");
+    for i in [1, 2, 9] {
+        let got = cache.get(&id(&format!("t1.u.{i}"))).await.unwrap().unwrap();
+        assert_eq!(got.content().as_ref(), format!("t1 {i}").as_bytes());
+    }
+    let t2 = engine.verify_deep("t2").await.unwrap();
+    assert_eq!((t2.differing, t2.corrupt), (1, 1), "t2 untouched by a t1 repair: {t2:?}");
+}
+
 #[tokio::test]
 async fn hot_reload_applies_batch_thresholds() {
     let rig = Rig::new();

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::tree_op;
 use crate::error::Result;
-use crate::item::{newer_wins, SyncItem};
-use crate::store::{CacheEntry, CacheStore, MerkleStore, PutOutcome};
+use crate::item::{newer_wins, ContentHash, SyncItem};
+use crate::store::{AuditReport, CacheEntry, CacheStore, MerkleStore, PutOutcome};
 use crate::ObjectId;
 
 struct Slot {
@@ -60,6 +60,20 @@ impl MemoryCache {
         let mut s = self.state.lock();
         tree_op(s.tree.upsert(item.id().as_str(), item.leaf_digest()));
         s.slots.insert(item.id().clone(), Slot { item, expires_at: None });
+    }
+
+    /// Replace the stored payload of `id` behind the store's back, as a raw byte edit of a
+    /// real cache would: the stamp (content hash, version) and the shadow stay as they were,
+    /// so the shadow no longer describes the entry. Reads serve it unchecked (this fake does
+    /// not verify payloads on read); [`CacheStore::audit`] finds it. False when `id` is absent.
+    pub fn corrupt(&self, id: &ObjectId, content: impl Into<bytes::Bytes>) -> bool {
+        let mut s = self.state.lock();
+        let Some(slot) = s.slots.get_mut(id) else { return false };
+        let it = &slot.item;
+        let state = it.state().map(str::to_owned);
+        slot.item =
+            SyncItem::from_stored(id.clone(), it.stamp(), it.updated_at(), content.into(), state);
+        true
     }
 
     /// Number of live, unexpired entries.
@@ -130,6 +144,38 @@ impl CacheStore for MemoryCache {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Items are kept as Rust values and the shadow changes with them under one lock, so the
+    /// only thing to check is each item's payload against its content hash.
+    async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
+        sync_engine_merkle::validate_path(prefix).map_err(|e| {
+            crate::Error::invalid(format!("audit prefix `{prefix}`: {e}")).with_operation("audit")
+        })?;
+        let now = Instant::now();
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        let mut report = AuditReport::default();
+        for (id, slot) in &s.slots {
+            let under = prefix.is_empty()
+                || id.as_str().strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'));
+            if !under || !slot.alive(now) {
+                continue;
+            }
+            report.checked += 1;
+            if ContentHash::of(slot.item.content()) != *slot.item.content_hash() {
+                report.corrupt.push(id.clone());
+            }
+        }
+        report.corrupt.sort();
+        if evict {
+            for id in &report.corrupt {
+                s.slots.remove(id);
+                tree_op(s.tree.remove(id.as_str()));
+            }
+            report.evicted = report.corrupt.clone();
+        }
+        Ok(report)
     }
 }
 
