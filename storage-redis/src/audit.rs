@@ -136,6 +136,26 @@ impl RedisStore {
         .await
     }
 
+    /// Passes 4 and 5 for the given ids.
+    pub(crate) async fn audit_some(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        let span = tracing::debug_span!("redis.audit_ids", ids = ids.len(), evict);
+        async move {
+            let (findings, changing) = self.confirm(ids.to_vec()).await?;
+            let mut report = AuditReport {
+                checked: ids.len() as u64,
+                corrupt: findings.iter().map(|f| f.id.clone()).collect(),
+                evicted: Vec::new(),
+                changing,
+            };
+            if evict {
+                report.evicted = self.heal(&findings).await?;
+            }
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Pass 1: every stored value under `path`, judged; and how many were checked.
     async fn audit_values(&self, path: &str) -> Result<(BTreeMap<ObjectId, Expect>, u64)> {
         let pattern = self.inner.keys.data_scan_pattern(path);

@@ -417,4 +417,8 @@ impl CacheStore for RedisStore {
     async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
         self.audit_path(prefix, evict).await
     }
+
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.audit_some(ids, evict).await
+    }
 }

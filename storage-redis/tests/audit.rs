@@ -143,6 +143,12 @@ async fn found_exactly_and_evicted(bucket_cap: usize) {
     let all = r.store.audit("", false).await.unwrap();
     assert_eq!(all.corrupt.len(), changed.len() + 1, "`` covers b.i0 too");
 
+    // The same checks for chosen ids (self-healing reads use this).
+    let some = [r.items[0].id().clone(), r.items[3].id().clone(), r.items[10].id().clone()];
+    let picked = r.store.audit_ids(&some, false).await.unwrap();
+    assert_eq!(names(&picked.corrupt), names(&some[..2]));
+    assert_eq!(picked.checked, 3);
+
     let healed = r.store.audit("a", true).await.unwrap();
     assert_eq!(names(&healed.evicted), changed);
     assert!(r.store.audit("a", false).await.unwrap().corrupt.is_empty());

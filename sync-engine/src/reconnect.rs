@@ -153,6 +153,10 @@ impl CacheStore for ReconnectingL2 {
     async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
         self.store("audit").await?.audit(prefix, evict).await
     }
+
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.store("audit").await?.audit_ids(ids, evict).await
+    }
 }
 
 #[async_trait]

@@ -186,6 +186,10 @@ impl<T: CacheStore> CacheStore for Faulty<T> {
         self.plan.check("audit").await?;
         self.inner.audit(prefix, evict).await
     }
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.plan.check("audit").await?;
+        self.inner.audit_ids(ids, evict).await
+    }
 }
 
 #[async_trait]

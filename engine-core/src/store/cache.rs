@@ -90,6 +90,18 @@ pub trait CacheStore: Send + Sync {
         )
         .with_operation("audit"))
     }
+
+    /// [`CacheStore::audit`] of the given ids only (they need not share a prefix): for a read
+    /// that found a value refused as corrupt, to evict it so that L3's value can take its
+    /// place. `checked` counts the ids asked. Same default (Unsupported).
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        let _ = (ids, evict);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("the {} cache cannot audit its entries", self.backend()),
+        )
+        .with_operation("audit"))
+    }
 }
 
 /// Conveniences over [`CacheStore`].
