@@ -24,7 +24,8 @@ use crate::{Error, ErrorKind, ObjectId};
 pub struct RepairReport {
     /// The dotted path prefix compared (`""` = everything).
     pub prefix: String,
-    /// True when L2's and L3's hashes were equal at the start (nothing to do).
+    /// True when L2's and L3's hashes were equal at the start and, for the deep forms, the
+    /// audit found no corrupt entry (nothing to do).
     pub in_sync: bool,
     /// Merkle node pairs compared by the diff.
     pub nodes_compared: u64,
