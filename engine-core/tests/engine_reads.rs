@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{id, Rig};
-use sync_engine_core::engine::BackpressureLevel;
+use sync_engine_core::engine::{BackpressureLevel, BreakerState};
 use sync_engine_core::store::{ArchiveStore, CacheExt, MerkleExt};
 use sync_engine_core::{SyncEngine, SyncItem};
 use tokio::sync::watch;
@@ -87,6 +87,94 @@ async fn verify_reports_and_repair_fixes_only_a_prefix() {
         rig.l2.inner().root_hash().await.unwrap(),
         rig.l3.inner().root_hash().await.unwrap()
     );
+}
+
+/// Payloads changed behind L2's back leave its shadow as it was: the Merkle verify cannot see
+/// them, the deep one names them (beside what the diff finds), and the deep repair rewrites
+/// exactly those from L3.
+#[tokio::test]
+async fn deep_verify_finds_entries_changed_behind_the_shadow_and_deep_repair_fixes_them() {
+    let rig = Rig::new();
+    let engine = rig.start().await;
+    for t in ["t1", "t2"] {
+        for i in 0..20 {
+            engine.submit(&format!("{t}.u.{i}"), format!("{t} {i}")).await.unwrap();
+        }
+    }
+    engine.flush().await.unwrap();
+    let cache = rig.l2.inner();
+    for raw in ["t1.u.1", "t1.u.2", "t2.u.3"] {
+        assert!(cache.corrupt(&id(raw), "changed behind the cache's back"));
+    }
+    let shallow = engine.verify("t1").await.unwrap();
+    assert!(shallow.in_sync && !shallow.deep, "the shadow does not show raw changes: {shallow:?}");
+    cache.tamper(SyncItem::new(id("t1.u.9"), 1, "rogue"));
+    let v = engine.verify_deep("t1").await.unwrap();
+    assert!(!v.in_sync && v.deep, "{v:?}");
+    assert_eq!((v.differing, v.corrupt, v.audited, v.repaired), (3, 2, 20, 0), "{v:?}");
+    let mut sample = v.sample.clone();
+    sample.sort();
+    assert_eq!(sample, ["t1.u.1", "t1.u.2", "t1.u.9"]);
+    let r = engine.repair_deep("t1").await.unwrap();
+    assert_eq!((r.differing, r.corrupt, r.repaired, r.removed), (3, 2, 3, 0), "{r:?}");
+    let after = engine.verify_deep("t1").await.unwrap();
+    assert!(after.in_sync && after.differing == 0, "{after:?}");
+    for i in [1, 2, 9] {
+        let got = cache.get(&id(&format!("t1.u.{i}"))).await.unwrap().unwrap();
+        assert_eq!(got.content().as_ref(), format!("t1 {i}").as_bytes());
+    }
+    let t2 = engine.verify_deep("t2").await.unwrap();
+    assert_eq!((t2.differing, t2.corrupt), (1, 1), "t2 untouched by a t1 repair: {t2:?}");
+}
+
+/// Polls `cond` for up to 2 s.
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 2 s: {what}");
+}
+
+/// A read that L2 refuses (a value changed behind its back) is served from L3 without counting
+/// as an L2 outage, and heals L2: the damaged entry is evicted and L3's value written instead.
+#[tokio::test]
+async fn reads_of_damaged_l2_values_serve_l3_and_heal_l2() {
+    let rig = Rig::new();
+    let engine = rig.start().await;
+    for i in 1..=3 {
+        engine.submit(&format!("h.{i}"), format!("good {i}")).await.unwrap();
+    }
+    engine.flush().await.unwrap();
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let cache = rig.l2.inner();
+    for i in 1..=3 {
+        assert!(cache.corrupt(&id(&format!("h.{i}")), "damaged"));
+    }
+    let engine = rig.start().await; // an empty L1: reads reach L2
+    let one = engine.get("h.1").await.unwrap().unwrap();
+    assert_eq!(one.content().as_ref(), b"good 1");
+    let many = engine.get_many(&[id("h.2"), id("h.3")]).await.unwrap();
+    let contents: Vec<_> = many.iter().map(|i| i.as_ref().unwrap().content().clone()).collect();
+    assert_eq!(contents, ["good 2", "good 3"]);
+    assert_eq!(
+        engine.health().l2.map(|h| h.breaker),
+        Some(BreakerState::Closed),
+        "a damaged value is not an outage"
+    );
+    for i in 1..=3 {
+        let want = format!("good {i}");
+        eventually(&format!("h.{i} healed in L2"), async || {
+            let got = cache.get(&id(&format!("h.{i}"))).await;
+            matches!(got, Ok(Some(item)) if item.content().as_ref() == want.as_bytes())
+        })
+        .await;
+    }
+    assert_eq!(cache.root_hash().await.unwrap(), rig.l3.inner().root_hash().await.unwrap());
+    assert!(engine.verify_deep("").await.unwrap().in_sync);
 }
 
 #[tokio::test]

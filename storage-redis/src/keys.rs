@@ -102,14 +102,33 @@ impl Keys {
     /// A `SCAN MATCH` pattern matching exactly the keys of this store.
     pub(crate) fn scan_pattern(&self) -> String {
         let mut p = String::with_capacity(self.base.len() * 2 + 1);
-        for c in self.base.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                p.push('\\');
-            }
-            p.push(c);
+        glob_escape(&self.base, &mut p);
+        p.push('*');
+        p
+    }
+
+    /// A `SCAN MATCH` pattern matching exactly the data keys of the ids under the dotted path
+    /// `path` (`""`: every id; `"a.b"`: ids starting with `a.b.`).
+    pub(crate) fn data_scan_pattern(&self, path: &str) -> String {
+        let mut p = String::with_capacity(self.base.len() * 2 + path.len() * 2 + 4);
+        glob_escape(&self.base, &mut p);
+        p.push_str("d:");
+        if !path.is_empty() {
+            glob_escape(path, &mut p);
+            p.push('.');
         }
         p.push('*');
         p
+    }
+}
+
+/// Append `s` to `out` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
     }
 }
 
@@ -152,6 +171,13 @@ mod tests {
     fn scan_pattern_escapes_glob_characters() {
         let k = Keys::new("a*b?[c]\\:").unwrap();
         assert_eq!(k.scan_pattern(), "a\\*b\\?\\[c\\]\\\\:{a\\*b\\?\\[c\\]\\\\:}*");
+    }
+
+    #[test]
+    fn data_scan_pattern_escapes_the_path_and_ends_at_a_dot() {
+        let k = Keys::new("p*:").unwrap();
+        assert_eq!(k.data_scan_pattern(""), "p\\*:{p\\*:}d:*");
+        assert_eq!(k.data_scan_pattern("a?.[b]"), "p\\*:{p\\*:}d:a\\?.\\[b\\].*");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! See `README.md` for the key layout, the scripts, the Merkle shape, the cost per item, the
 //! TTL and tombstone policy, failure behaviour and cluster notes.
 
+mod audit;
 mod batch;
 mod bus;
 pub mod bus_codec;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script, ServerErrorKind, Value};
-use sync_engine_core::store::{CacheEntry, CacheStore, PutOutcome};
+use sync_engine_core::store::{AuditReport, CacheEntry, CacheStore, PutOutcome};
 use sync_engine_core::{Config, Error, ErrorKind, ObjectId, Result, SecretUrl, SyncItem};
 use tracing::Instrument;
 
@@ -23,6 +23,7 @@ use crate::options::RedisOptions;
 const PUT_LUA: &str = include_str!("../lua/put.lua");
 const READ_LUA: &str = include_str!("../lua/read.lua");
 const UNLOCK_LUA: &str = include_str!("../lua/unlock.lua");
+const HEAL_LUA: &str = include_str!("../lua/heal.lua");
 
 /// Slack added to our own per-call deadline on top of connect + response timeouts.
 const DEADLINE_SLACK: Duration = Duration::from_millis(200);
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     put: Script,
     pub(crate) read: Script,
     pub(crate) unlock: Script,
+    /// Removes entries the audit found corrupt (`crate::audit`).
+    pub(crate) heal: Script,
     /// For the fold's own connection.
     pub(crate) client: redis::Client,
     /// The fold's connection (it WATCHes the lock, so nothing else may use it); the mutex
@@ -117,6 +120,7 @@ impl RedisStore {
                     put: Script::new(PUT_LUA),
                     read: Script::new(READ_LUA),
                     unlock: Script::new(UNLOCK_LUA),
+                    heal: Script::new(HEAL_LUA),
                     client: fold_client,
                     fold_conn: tokio::sync::Mutex::new(None),
                     folding: AtomicBool::new(false),
@@ -407,5 +411,14 @@ impl CacheStore for RedisStore {
         }
         .instrument(span)
         .await
+    }
+    /// See the `audit` module: values checked like reads, against the shadow's leaves too;
+    /// eviction through `heal.lua`, which keeps the shadow exact.
+    async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
+        self.audit_path(prefix, evict).await
+    }
+
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.audit_some(ids, evict).await
     }
 }

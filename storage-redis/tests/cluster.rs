@@ -45,3 +45,33 @@ async fn conformance_on_a_cluster() {
     }
     assert!(owners.len() >= 2, "the stores landed on several primaries: {owners:?}");
 }
+
+/// The deep audit on a cluster store (its slot's owner): a raw change is named and evicted,
+/// and the shadow stays exact.
+#[tokio::test]
+async fn the_audit_finds_raw_changes_on_a_cluster() {
+    let Some(seed) = server_url("SYNC_ENGINE_TEST_REDIS_CLUSTER_URL") else { return };
+    let opts = common::options("cluster-audit");
+    let prefix = opts.prefix.clone();
+    let store = RedisStore::connect_cluster(&SecretUrl::new(&seed), opts).await.unwrap();
+    let entries: Vec<CacheEntry> = (0..50)
+        .map(|i| {
+            let id = ObjectId::new(&format!("au.g{}.x{i}", i % 3)).unwrap();
+            CacheEntry::new(SyncItem::new(id, 1 + i, format!("v{i}")))
+        })
+        .collect();
+    store.put_batch(&entries).await.unwrap();
+    let reference = MemoryCache::new();
+    reference.put_batch(&entries).await.unwrap();
+    let target = entries[7].item.id().clone();
+    let owner = redis::Client::open(format!("redis://{}/", store.server_addr())).unwrap();
+    let mut con = owner.get_connection().unwrap();
+    let key = format!("{prefix}{{{prefix}}}d:{target}");
+    let _: u64 = redis::cmd("SETRANGE").arg(&key).arg(84).arg("X").query(&mut con).unwrap();
+    let r = store.audit("", true).await.unwrap();
+    assert_eq!((r.checked, r.corrupt.clone(), r.evicted), (50, vec![target.clone()], vec![target]));
+    store.put_batch(&entries[7..8]).await.unwrap();
+    assert_eq!(store.root_hash().await.unwrap(), reference.root_hash().await.unwrap());
+    assert!(store.audit("", false).await.unwrap().corrupt.is_empty());
+    store.clear_namespace().await.unwrap();
+}

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use sync_engine_core::engine::{L2Store, L3Store};
 use sync_engine_core::merkle::{Children, NodeKey, NodeValue};
 use sync_engine_core::store::{
-    ArchiveStore, CacheEntry, CacheStore, KeyScan, MerkleStore, PutOutcome,
+    ArchiveStore, AuditReport, CacheEntry, CacheStore, KeyScan, MerkleStore, PutOutcome,
 };
 use sync_engine_core::{Error, ObjectId, Result, SyncItem};
 use tracing::Instrument;
@@ -148,6 +148,14 @@ impl CacheStore for ReconnectingL2 {
 
     async fn ping(&self) -> Result<()> {
         self.store("ping").await?.ping().await
+    }
+
+    async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
+        self.store("audit").await?.audit(prefix, evict).await
+    }
+
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.store("audit").await?.audit_ids(ids, evict).await
     }
 }
 

@@ -137,6 +137,64 @@ fn demo_with_redis_verifies_l2_against_l3() {
     assert_eq!(v["l2_matches_l3"], true);
 }
 
+/// Bytes changed with a plain Redis `SET` escape `verify` (L2's Merkle shadow still shows the
+/// old value); `verify --deep` names them, `repair --deep` rewrites them from L3.
+#[cfg(feature = "redis")]
+#[test]
+fn deep_verify_and_repair_find_and_fix_raw_changes_in_redis() {
+    let Some(redis_url) = server_url("SYNC_ENGINE_TEST_REDIS_URL") else { return };
+    let dir = TempDir::new().unwrap();
+    let prefix = format!("clideep{}:", std::process::id());
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = cmd(&dir)
+            .env("SYNC_ENGINE_REDIS_PREFIX", &prefix)
+            .args(["--redis", &redis_url, "--json"])
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).expect("json output")
+    };
+    run(&["put", "app.users.1", "alice"]);
+    run(&["put", "app.users.2", "bob"]);
+    let mut con = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
+    let key = format!("{prefix}{{{prefix}}}d:app.users.1");
+    let _: u64 = redis::cmd("SETRANGE").arg(&key).arg(84).arg("ALICE").query(&mut con).unwrap();
+    let shallow = run(&["verify"]);
+    assert_eq!(
+        (shallow["in_sync"].as_bool(), shallow["differing"].as_u64()),
+        (Some(true), Some(0))
+    );
+    let deep = run(&["verify", "--deep"]);
+    assert_eq!(deep["in_sync"], false, "{deep}");
+    assert_eq!(
+        (deep["differing"].as_u64(), deep["corrupt"].as_u64()),
+        (Some(1), Some(1)),
+        "{deep}"
+    );
+    let fixed = run(&["repair", "--deep"]);
+    assert_eq!(fixed["repaired"].as_u64(), Some(1), "{fixed}");
+    let after = run(&["verify", "--deep"]);
+    assert_eq!((after["in_sync"].as_bool(), after["corrupt"].as_u64()), (Some(true), Some(0)));
+    let raw: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    assert!(raw.ends_with(b"alice"), "L2 holds L3's value again");
+    let pattern = format!("{prefix}{{{prefix}}}*");
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).unwrap();
+    let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
+}
+
+#[test]
+fn deep_verify_without_redis_says_what_is_missing() {
+    let dir = TempDir::new().unwrap();
+    cmd(&dir)
+        .args(["verify", "--deep"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--redis"));
+}
+
 fn demo_on(url: &str) {
     let dir = TempDir::new().unwrap();
     let mut c = Command::cargo_bin("sync-engine").unwrap();

@@ -6,7 +6,9 @@
 //!   path (a second `RedisStore` on the same prefix: an older or rogue writer), so L2's Merkle
 //!   shadow describes what L2 holds;
 //! - `tamper.redis_raw`: the stored bytes are changed with plain `SET` (bit rot, a manual edit):
-//!   the shadow still describes the old values.
+//!   the shadow still describes the old values, so the Merkle-only `verify` cannot see them;
+//!   `verify_deep` (which audits every L2 entry against its own integrity data and the shadow)
+//!   must find exactly those, `repair_deep` fix exactly those and rewrite nothing else.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -18,6 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sync_engine::store::{ArchiveStore, CacheEntry, CacheStore, MerkleStore};
 use sync_engine::{ObjectId, SecretUrl, SyncEngine, SyncItem};
+use sync_engine_core::engine::L2Store;
 use sync_engine_core::merkle::{diff, Children, ChildrenSource, NodeKey, NodeValue};
 use sync_engine_redis::{RedisOptions, RedisStore};
 
@@ -214,7 +217,9 @@ async fn run_async(
     api.seconds = r3(started.elapsed().as_secs_f64());
 
     // 2. Raw bytes, behind the store's back.
-    let raw = raw_tamper(&engine, l3.as_ref(), redis_url, prefix, &raw_set, seed).await?;
+    let raw =
+        raw_tamper(&engine, l2.as_ref(), l3.as_ref(), redis_url, prefix, &ids, &raw_set, seed)
+            .await?;
     node.engine.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
     // Every handle of the first engine must go before the WAL file can be opened again.
     drop((engine, node, l2, l3));
@@ -224,15 +229,22 @@ async fn run_async(
     again.engine.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
     let mut raw_res = raw;
     raw_res.set("served_wrong_after_restart", served_wrong);
+    if served_wrong > 0 {
+        let failures = raw_res.get("failures").and_then(|v| v.as_u64()).unwrap_or(0);
+        raw_res.set("failures", failures + 1);
+    }
     raw_res.seconds = r3(started.elapsed().as_secs_f64() - api.seconds);
     Ok(vec![api, raw_res])
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn raw_tamper(
     engine: &SyncEngine,
+    l2: &dyn L2Store,
     l3: &dyn ArchiveStore,
     redis_url: &str,
     prefix: &str,
+    ids: &[String],
     set: &[String],
     seed: u64,
 ) -> Result<ScenarioResult, String> {
@@ -259,10 +271,34 @@ async fn raw_tamper(
         let _: () =
             redis::cmd("SET").arg(key).arg(v).query(&mut con).map_err(|e| format!("SET: {e}"))?;
     }
-    let verify = engine.verify("").await.map_err(|e| format!("verify: {e}"))?;
-    let repair = engine.repair("").await.map_err(|e| format!("repair: {e}"))?;
+    // Before any repair: L2 must refuse every changed value (reads then go to L3).
     let oids: Vec<ObjectId> = set.iter().map(|s| oid(s)).collect::<Result<_, _>>()?;
     let in_l3 = l3.get_many(&oids).await.map_err(|e| format!("L3 read: {e}"))?;
+    let (mut refused, mut served_wrong) = (0u64, 0u64);
+    for (id, truth) in oids.iter().zip(&in_l3) {
+        match l2.get_many(std::slice::from_ref(id)).await {
+            Err(e) if e.kind() == sync_engine::ErrorKind::Corrupt => refused += 1,
+            Err(e) => return Err(format!("L2 read of {id}: {e}")),
+            Ok(got) => served_wrong += u64::from(!same(&got[0], truth)),
+        }
+    }
+    let shallow = engine.verify("").await.map_err(|e| format!("verify: {e}"))?;
+    let verify = engine.verify_deep("").await.map_err(|e| format!("verify_deep: {e}"))?;
+    // The exact ids, from the store's own audit (the report samples 100).
+    let audit = l2.audit("", false).await.map_err(|e| format!("audit: {e}"))?;
+    let found: BTreeSet<String> = audit.corrupt.iter().map(|id| id.to_string()).collect();
+    let expected: BTreeSet<String> = set.iter().cloned().collect();
+    let missed = expected.difference(&found).count() as u64;
+    let extra = found.difference(&expected).count() as u64;
+
+    let untouched_keys: Vec<String> =
+        ids.iter().filter(|id| !expected.contains(*id)).map(|id| data_key(prefix, id)).collect();
+    let before = raw_values(redis_url, &untouched_keys)?;
+    let repair = engine.repair_deep("").await.map_err(|e| format!("repair_deep: {e}"))?;
+    let after_untouched = raw_values(redis_url, &untouched_keys)?;
+    let rewritten = before.iter().zip(&after_untouched).filter(|(a, b)| a != b).count() as u64;
+    let after_deep = engine.verify_deep("").await.map_err(|e| format!("verify_deep: {e}"))?;
+
     let after = raw_values(redis_url, &keys)?;
     let mut still_wrong = 0u64;
     for (raw, truth) in after.iter().zip(&in_l3) {
@@ -270,25 +306,64 @@ async fn raw_tamper(
             (Some(raw), Some(t)) => {
                 raw.ends_with(t.content()) && raw.get(2..10) == Some(&t.version().to_be_bytes()[..])
             }
-            (None, _) => true,
-            (Some(_), None) => false,
+            (None, None) => true,
+            // Repair must put the L3 value back, not just drop the damaged one.
+            (None, Some(_)) | (Some(_), None) => false,
         };
         if !ok {
             still_wrong += 1;
         }
     }
-    let k = set.len() as u64;
+    // A value still refused as corrupt fails the whole batch read: count them all wrong.
+    let l2_wrong = match l2.get_many(&oids).await {
+        Ok(got) => got.iter().zip(&in_l3).filter(|(a, b)| !same(a, b)).count() as u64,
+        Err(_) => oids.len() as u64,
+    };
+    let k = set.len();
+    let fixed = repair.repaired + repair.removed;
     let mut r = ScenarioResult::new("tamper.redis_raw");
     r.trials = 1;
     r.set("seed", seed)
-        .set("tampered", k)
+        .set("tampered", k as u64)
         .set("tampered_contents", contents)
         .set("tampered_versions", versions)
+        .set("l2_refused_before_repair", refused)
+        .set("l2_served_wrong_before_repair", served_wrong)
+        .set("merkle_verify_found", shallow.differing as u64)
         .set("found", verify.differing as u64)
-        .set("undetected", k.saturating_sub(verify.differing as u64))
-        .set("fixed", (repair.repaired + repair.removed) as u64)
+        .set("found_corrupt", verify.corrupt as u64)
+        .set("audited", verify.audited)
+        .set("found_not_tampered", extra)
+        .set("missed", missed)
+        .set("fixed", fixed as u64)
+        .set("untouched_rewritten", rewritten)
         .set("still_wrong_after_repair", still_wrong)
-        .set("failures", k.saturating_sub(verify.differing as u64));
+        .set("l2_reads_wrong_after_repair", l2_wrong)
+        .set("in_sync_after", after_deep.in_sync)
+        .set("verify_deep_s", r3(verify.duration.as_secs_f64()))
+        .set("repair_deep_s", r3(repair.duration.as_secs_f64()))
+        .set("verify_merkle_s", r3(shallow.duration.as_secs_f64()));
+    let mut failures = Vec::new();
+    if served_wrong > 0 {
+        failures.push(format!("L2 served {served_wrong} changed values before the repair"));
+    }
+    if verify.differing != k || missed + extra > 0 {
+        failures.push(format!(
+            "verify_deep found {} ({missed} missed, {extra} not tampered), {k} were tampered",
+            verify.differing
+        ));
+    }
+    if fixed != k || rewritten > 0 || still_wrong + l2_wrong > 0 || !after_deep.in_sync {
+        failures.push(format!(
+            "repair_deep fixed {fixed} of {k}, rewrote {rewritten} untouched keys, {still_wrong} \
+             still wrong in Redis, {l2_wrong} read wrong from L2; in sync after: {}",
+            after_deep.in_sync
+        ));
+    }
+    r.set("failures", failures.len() as u64);
+    if !failures.is_empty() {
+        r.set("failure_detail", failures);
+    }
     Ok(r)
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{backend, ensure, id, Check};
 use crate::store::{CacheEntry, CacheExt, CacheStore};
-use crate::{ObjectId, SyncItem};
+use crate::{ErrorKind, ObjectId, SyncItem};
 
 /// Every cache check in turn; stops at the first failure.
 pub async fn cache_all(store: &dyn CacheStore, ns: &str) -> Check {
@@ -13,6 +13,7 @@ pub async fn cache_all(store: &dyn CacheStore, ns: &str) -> Check {
     cache_ttl_expires(store, &format!("{ns}.ttl")).await?;
     cache_remove_and_order(store, &format!("{ns}.rm")).await?;
     cache_binary_safe(store, &format!("{ns}.bin")).await?;
+    cache_audit_untouched(store, &format!("{ns}.audit")).await?;
     Ok(())
 }
 
@@ -136,4 +137,39 @@ pub async fn cache_binary_safe(store: &dyn CacheStore, ns: &str) -> Check {
         "payload changed: {got:?}"
     );
     Ok(())
+}
+
+/// The audit of entries nobody tampered with finds nothing, checks every entry under the
+/// prefix (TTL'd ones and tombstones too) and none outside it, evicts nothing, and refuses a
+/// bad prefix. A store that cannot audit must answer Unsupported (then nothing else is checked).
+pub async fn cache_audit_untouched(store: &dyn CacheStore, ns: &str) -> Check {
+    const P: &str = "an audit of untouched entries finds nothing";
+    let (a, b, c) = (id(ns, "in.a"), id(ns, "in.b"), id(ns, "in.c"));
+    store
+        .put_batch(&[
+            CacheEntry::new(SyncItem::new(a.clone(), 1, "a")),
+            CacheEntry {
+                item: SyncItem::new(b.clone(), 1, "b"),
+                ttl: Some(Duration::from_secs(600)),
+            },
+            CacheEntry::new(SyncItem::tombstone(c.clone(), 2)),
+            CacheEntry::new(SyncItem::new(id(ns, "out"), 1, "outside the prefix")),
+        ])
+        .await
+        .map_err(backend(P))?;
+    let report = match store.audit(&format!("{ns}.in"), true).await {
+        Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(()),
+        other => other.map_err(backend(P))?,
+    };
+    ensure!(
+        report.corrupt.is_empty() && report.evicted.is_empty(),
+        P,
+        "untouched entries reported: {report:?}"
+    );
+    ensure!(report.checked == 3, P, "checked {} entries under the prefix, not 3", report.checked);
+    ensure!(store.exists(&a).await.map_err(backend(P))?, P, "the audit lost an entry");
+    match store.audit(&format!("{ns}..x"), false).await {
+        Err(e) if e.kind() == ErrorKind::InvalidInput => Ok(()),
+        other => Err(super::fail(P, format!("a bad prefix was answered {other:?}"))),
+    }
 }

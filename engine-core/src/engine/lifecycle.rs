@@ -68,6 +68,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
         closing: AtomicBool::new(false),
         l3_needs_resync: AtomicBool::new(false),
         l2_needs_repair: AtomicBool::new(false),
+        l2_heal: Default::default(),
         wal_depth: AtomicU64::new(0),
         reads: Default::default(),
         last_repair: Mutex::new(None),
@@ -132,7 +133,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
     if inner.l2.is_some() && inner.l2_breaker.state() == BreakerState::Closed {
         inner.set_state(EngineState::SyncingL2);
         // 7. Compare L2 with L3; repair only stale branches.
-        if let Err(e) = phase("sync_l2", super::repair::run(&inner, "", true)).await {
+        if let Err(e) = phase("sync_l2", super::repair::run(&inner, "", true, false)).await {
             tracing::warn!(error = %e, "L2 repair at start failed; retried by maintenance");
             inner.l2_needs_repair.store(true, Ordering::Relaxed);
         }

@@ -263,7 +263,7 @@ impl SyncEngine {
                     }
                 }
                 if inner.l2_needs_repair.load(Ordering::Relaxed) {
-                    let r = super::repair::run(inner, "", true).await?;
+                    let r = super::repair::run(inner, "", true, false).await?;
                     report.repaired = Some(r.repaired + r.removed);
                 }
             }

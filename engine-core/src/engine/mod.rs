@@ -3,14 +3,15 @@
 //! maintenance and shutdown of DESIGN.md.
 //!
 //! Modules by responsibility: `lifecycle` (startup, shutdown), `write` and `batcher`
-//! (submit, flush), `read` (get), `repair` (verify, repair), `maintenance` (run, tick,
-//! drain, snapshots, reload, health); small parts: `l1`, `overlay`, `filter`, `breaker`,
-//! `hlc`, `backpressure`.
+//! (submit, flush), `read` (get), `heal` (self-healing reads), `repair` (verify, repair),
+//! `maintenance` (run, tick, drain, snapshots, reload, health); small parts: `l1`, `overlay`,
+//! `filter`, `breaker`, `hlc`, `backpressure`.
 
 mod backpressure;
 mod batcher;
 mod breaker;
 mod filter;
+mod heal;
 mod hlc;
 mod invalidate;
 mod l1;
@@ -184,6 +185,8 @@ pub(crate) struct Inner {
     pub(crate) l3_needs_resync: AtomicBool,
     /// L2 may have missed writes: compare and repair at the next maintenance round.
     pub(crate) l2_needs_repair: AtomicBool,
+    /// Reads whose L2 values were refused as damaged, waiting for a self-heal (`heal`).
+    pub(crate) l2_heal: Mutex<heal::Queue>,
     pub(crate) wal_depth: AtomicU64,
     pub(crate) reads: read::Coalescer,
     pub(crate) last_repair: Mutex<Option<RepairReport>>,

@@ -133,6 +133,7 @@ fn local(inner: &Inner, id: &ObjectId) -> Option<SyncItem> {
 async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (ErrorKind, String)> {
     let started = Instant::now();
     let ids = std::slice::from_ref(id);
+    let mut corrupt = false;
     if let Some(l2) = &inner.l2 {
         if inner.l2_breaker.allow() {
             match l2.get_many(ids).await {
@@ -143,6 +144,11 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (E
                         hit("l2", started);
                         return Ok(Some(item));
                     }
+                }
+                // The server answered, with a damaged value: not an outage (self-healed below).
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    corrupt = true;
+                    tracing::debug!(error = %e, "L2 refused a damaged value; reading L3");
                 }
                 Err(e) => {
                     inner.l2_breaker.failure();
@@ -155,7 +161,12 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (E
     let item = found.into_iter().next().flatten();
     if let Some(item) = &item {
         inner.l1.put(item);
-        promote_to_l2(inner, vec![item.clone()]);
+    }
+    let promote: Vec<SyncItem> = item.iter().cloned().collect();
+    if corrupt {
+        super::heal::spawn(inner, ids.to_vec(), promote);
+    } else {
+        promote_to_l2(inner, promote);
     }
     hit(if item.is_some() { "l3" } else { "miss" }, started);
     Ok(item)
@@ -164,6 +175,7 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (E
 async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
     let mut out: Vec<Option<SyncItem>> = vec![None; ids.len()];
     let mut rest: Vec<usize> = (0..ids.len()).collect();
+    let mut corrupt = false;
     if let Some(l2) = &inner.l2 {
         if inner.l2_breaker.allow() {
             match l2.get_many(ids).await {
@@ -180,6 +192,7 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
                         }
                     }
                 }
+                Err(e) if e.kind() == ErrorKind::Corrupt => corrupt = true,
                 Err(_) => inner.l2_breaker.failure(),
             }
         }
@@ -197,7 +210,11 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
         }
         out[i] = item;
     }
-    promote_to_l2(inner, promote);
+    if corrupt {
+        super::heal::spawn(inner, rest_ids, promote);
+    } else {
+        promote_to_l2(inner, promote);
+    }
     Ok(out)
 }
 
@@ -224,7 +241,7 @@ async fn read_l3(inner: &Inner, ids: &[ObjectId]) -> crate::Result<Vec<Option<Sy
 }
 
 /// Write items read from L3 into L2 in the background (newer-wins keeps this harmless).
-fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
+pub(super) fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
     let Some(l2) = inner.l2.clone() else { return };
     if items.is_empty() || !inner.l2_breaker.allow() {
         return;

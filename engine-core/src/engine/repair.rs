@@ -1,6 +1,12 @@
 //! Verify and repair L2 against L3: compare roots, diff branch by branch through the Merkle
 //! stores, and repair only the differing ids (upsert from L3, remove from L2 what L3 lacks).
+//!
+//! The *deep* forms also audit L2's entries ([`crate::store::CacheStore::audit`]): the Merkle
+//! diff sees only what L2's shadow says, so bytes changed behind the store's back (bit rot, a
+//! manual `SET`, a deleted key) are invisible to it. The audit reads every entry under the
+//! prefix (O(entries), where the diff is O(differences)), so it is a separate, explicit mode.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +24,8 @@ use crate::{Error, ErrorKind, ObjectId};
 pub struct RepairReport {
     /// The dotted path prefix compared (`""` = everything).
     pub prefix: String,
-    /// True when L2's and L3's hashes were equal at the start (nothing to do).
+    /// True when L2's and L3's hashes were equal at the start and, for the deep forms, the
+    /// audit found no corrupt entry (nothing to do).
     pub in_sync: bool,
     /// Merkle node pairs compared by the diff.
     pub nodes_compared: u64,
@@ -32,6 +39,15 @@ pub struct RepairReport {
     pub skipped_in_flight: usize,
     /// Up to 100 of the differing ids, for reports.
     pub sample: Vec<String>,
+    /// True for the deep forms ([`SyncEngine::verify_deep`], [`SyncEngine::repair_deep`]),
+    /// which also audited L2's entries.
+    pub deep: bool,
+    /// L2 entries the audit checked (0 unless `deep`).
+    pub audited: u64,
+    /// Ids whose L2 entry failed the audit (its bytes or its shadow leaf do not check out);
+    /// they are counted in `differing` too. A deep repair removes them from L2 (shadow kept
+    /// exact) and rewrites them from L3.
+    pub corrupt: usize,
     /// Wall time.
     pub duration: Duration,
 }
@@ -64,44 +80,76 @@ fn diff_error(e: DiffError<Error, Error>) -> Error {
 
 impl SyncEngine {
     /// Compare L2 with L3 under a dotted path prefix (`""` for all) without changing anything.
+    /// Cheap: compares Merkle nodes, O(differences); trusts L2's shadow (see
+    /// [`SyncEngine::verify_deep`]).
     pub async fn verify(&self, prefix: &str) -> crate::Result<RepairReport> {
-        run(&self.inner, prefix, false).await
+        run(&self.inner, prefix, false, false).await
     }
 
     /// Compare and repair L2 from L3 under a dotted path prefix, touching only differing ids.
     pub async fn repair(&self, prefix: &str) -> crate::Result<RepairReport> {
-        run(&self.inner, prefix, true).await
+        run(&self.inner, prefix, true, false).await
+    }
+
+    /// [`SyncEngine::verify`] plus an audit of every L2 entry under the prefix against L2's own
+    /// integrity data, which also finds entries changed behind the store's back (raw byte
+    /// edits, deleted keys) that its shadow does not show. Changes nothing. O(entries).
+    /// Errors with Unsupported when the L2 store cannot audit.
+    pub async fn verify_deep(&self, prefix: &str) -> crate::Result<RepairReport> {
+        run(&self.inner, prefix, false, true).await
+    }
+
+    /// [`SyncEngine::repair`] plus the audit of [`SyncEngine::verify_deep`]: corrupt L2 entries
+    /// are removed (keeping the shadow exact) and rewritten from L3; nothing else is touched.
+    pub async fn repair_deep(&self, prefix: &str) -> crate::Result<RepairReport> {
+        run(&self.inner, prefix, true, true).await
     }
 }
 
-/// Verify (and optionally repair) `prefix`.
-#[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix))]
-pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result<RepairReport> {
+/// Verify (and optionally repair) `prefix`; `deep` audits L2's entries first.
+#[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix, deep))]
+pub(crate) async fn run(
+    inner: &Inner,
+    prefix: &str,
+    fix: bool,
+    deep: bool,
+) -> crate::Result<RepairReport> {
     let started = Instant::now();
     let l2 = inner.l2.as_ref().ok_or_else(|| {
         Error::new(ErrorKind::Unsupported, "no L2 cache is configured: nothing to verify")
             .with_operation("verify")
     })?;
+    // The audit goes first: when it evicts, the shadow then shows the evicted ids as missing,
+    // and the diff below rewrites them from L3 like any other missing id.
+    let audit = if deep { Some(l2.audit(prefix, fix).await?) } else { None };
+    let corrupt: BTreeSet<&str> =
+        audit.iter().flat_map(|a| a.corrupt.iter().map(|id| id.as_str())).collect();
     let key = NodeKey::path(prefix);
     let (a, b) = tokio::try_join!(l2.node(&key), inner.l3.node(&key))?;
+    let roots_equal = a.unwrap_or_default().hash() == b.unwrap_or_default().hash();
     let mut report = RepairReport {
         prefix: prefix.to_owned(),
-        in_sync: a.unwrap_or_default().hash() == b.unwrap_or_default().hash(),
+        in_sync: roots_equal && corrupt.is_empty(),
         nodes_compared: 1,
         differing: 0,
         repaired: 0,
         removed: 0,
         skipped_in_flight: 0,
         sample: Vec::new(),
+        deep,
+        audited: audit.as_ref().map_or(0, |a| a.checked),
+        corrupt: corrupt.len(),
         duration: Duration::ZERO,
     };
-    if !report.in_sync {
+    let mut in_diff: BTreeSet<String> = BTreeSet::new();
+    if !roots_equal {
         let l2_src = Source(l2.clone());
         let l3_src = Source(inner.l3.clone());
         let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
         report.nodes_compared = d.nodes_compared;
         report.differing = d.differences.len();
         report.sample = d.differences.iter().take(100).map(|x| x.id.clone()).collect();
+        in_diff = d.differences.iter().map(|x| x.id.clone()).collect();
         if fix {
             let mut upsert = Vec::new();
             let mut remove = Vec::new();
@@ -141,11 +189,28 @@ pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result
             }
         }
     }
+    // Corrupt ids the diff did not list: without eviction, ids whose shadow leaf still matches
+    // L3; after eviction, ids L3 does not hold either (the eviction removed them).
+    let beyond: Vec<&str> = corrupt.iter().copied().filter(|id| !in_diff.contains(*id)).collect();
+    report.differing += beyond.len();
+    let room = 100usize.saturating_sub(report.sample.len());
+    report.sample.extend(beyond.iter().take(room).map(|id| (*id).to_owned()));
+    if let Some(audit) = audit.as_ref().filter(|_| fix) {
+        let evicted: BTreeSet<&str> = audit.evicted.iter().map(|id| id.as_str()).collect();
+        report.removed += beyond.iter().filter(|id| evicted.contains(**id)).count();
+        if audit.changing > 0 {
+            tracing::info!(
+                changing = audit.changing,
+                "ids changing during the L2 audit left alone"
+            );
+        }
+    }
     report.duration = started.elapsed();
     metrics::counter!("sync_engine_repaired_items_total")
         .increment(report.repaired as u64 + report.removed as u64);
     tracing::info!(
         differing = report.differing,
+        corrupt = report.corrupt,
         repaired = report.repaired,
         removed = report.removed,
         "L2 compared with L3"

@@ -11,8 +11,8 @@ use sync_engine_merkle::{Children, NodeKey, NodeValue};
 use crate::error::{Error, Result};
 use crate::item::SyncItem;
 use crate::store::{
-    ArchiveStore, CacheEntry, CacheStore, FilterSnapshot, KeyScan, MerkleStore, PutOutcome,
-    SnapshotStore, Wal, WalEntry, WalStats,
+    ArchiveStore, AuditReport, CacheEntry, CacheStore, FilterSnapshot, KeyScan, MerkleStore,
+    PutOutcome, SnapshotStore, Wal, WalEntry, WalStats,
 };
 use crate::ObjectId;
 
@@ -186,6 +186,14 @@ impl<T: CacheStore> CacheStore for Faulty<T> {
     async fn ping(&self) -> Result<()> {
         self.plan.check("ping").await?;
         self.inner.ping().await
+    }
+    async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
+        self.plan.check("audit").await?;
+        self.inner.audit(prefix, evict).await
+    }
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        self.plan.check("audit").await?;
+        self.inner.audit_ids(ids, evict).await
     }
 }
 

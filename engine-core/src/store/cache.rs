@@ -25,6 +25,22 @@ impl CacheEntry {
     }
 }
 
+/// What [`CacheStore::audit`] found under a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Stored entries examined (live, tombstoned and TTL'd ones alike).
+    pub checked: u64,
+    /// Ids whose stored entry does not check out against the store's own integrity data
+    /// (sorted, distinct): bytes that fail their checks, or an entry and its shadow leaf that
+    /// disagree (a leaf with no entry, an entry with no leaf, different digests).
+    pub corrupt: Vec<ObjectId>,
+    /// Of `corrupt`, the ids whose entries were removed (when asked to evict).
+    pub evicted: Vec<ObjectId>,
+    /// Ids left alone because they changed while the audit looked at them (a write in flight):
+    /// they are neither `corrupt` nor healthy; the next audit looks again.
+    pub changing: u64,
+}
+
 /// L2, the shared cache.
 ///
 /// Promises:
@@ -53,6 +69,39 @@ pub trait CacheStore: Send + Sync {
 
     /// Cheap reachability check.
     async fn ping(&self) -> Result<()>;
+
+    /// Deep audit of the entries under the dotted path `prefix` (`""`: all; `"a.b"`: ids
+    /// starting with `a.b.`): every stored entry is checked against the store's own integrity
+    /// data (for Redis: the content hash, the leaf digest, and the Merkle shadow's leaf), so
+    /// entries changed behind the store's back (bit rot, a manual `SET`, a deleted key) are
+    /// named even when the shadow does not show it. Reads the whole prefix: O(entries).
+    ///
+    /// With `evict`, the corrupt entries are also removed, in a way that keeps the shadow
+    /// exact (a plain [`CacheStore::remove_many`] trusts the stored bytes, which are what is
+    /// wrong); an entry that changed since it was checked is left alone. Nothing else changes.
+    ///
+    /// The default answers Unsupported: a store that cannot check its entries must say so,
+    /// not report them healthy. A bad `prefix` is refused (InvalidInput) before anything is read.
+    async fn audit(&self, prefix: &str, evict: bool) -> Result<AuditReport> {
+        let _ = (prefix, evict);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("the {} cache cannot audit its entries", self.backend()),
+        )
+        .with_operation("audit"))
+    }
+
+    /// [`CacheStore::audit`] of the given ids only (they need not share a prefix): for a read
+    /// that found a value refused as corrupt, to evict it so that L3's value can take its
+    /// place. `checked` counts the ids asked. Same default (Unsupported).
+    async fn audit_ids(&self, ids: &[ObjectId], evict: bool) -> Result<AuditReport> {
+        let _ = (ids, evict);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("the {} cache cannot audit its entries", self.backend()),
+        )
+        .with_operation("audit"))
+    }
 }
 
 /// Conveniences over [`CacheStore`].

@@ -15,7 +15,7 @@ pub use bus::{
     BusEvent, Change, InstanceId, Invalidation, InvalidationBus, Subscription,
     MAX_CHANGES_PER_MESSAGE, SUBSCRIPTION_BUFFER,
 };
-pub use cache::{CacheEntry, CacheExt, CacheStore};
+pub use cache::{AuditReport, CacheEntry, CacheExt, CacheStore};
 pub use merkle::{MerkleExt, MerkleStore};
 pub use snapshot::{FilterSnapshot, SnapshotStore};
 pub use wal::{DrainReport, Wal, WalEntry, WalExt, WalStats};

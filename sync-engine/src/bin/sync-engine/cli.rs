@@ -80,12 +80,19 @@ pub enum Command {
         /// Dotted path prefix (empty: everything).
         #[arg(default_value = "")]
         prefix: String,
+        /// Also audit every L2 entry against its own integrity data (finds bytes changed
+        /// behind the store's back, which the Merkle comparison cannot see; reads every entry).
+        #[arg(long)]
+        deep: bool,
     },
     /// Repair L2 from L3 under a dotted path prefix, touching only differing ids.
     Repair {
         /// Dotted path prefix (empty: everything).
         #[arg(default_value = "")]
         prefix: String,
+        /// Also audit every L2 entry, and remove and rewrite from L3 the ones that fail.
+        #[arg(long)]
+        deep: bool,
     },
     /// The write-ahead log.
     Wal {

@@ -104,24 +104,25 @@ async fn command(node: &Node, command: Command, json: bool) -> sync_engine::Resu
             }
             Ok(())
         }
-        Command::Verify { prefix } | Command::Repair { prefix } if node.backends.l2.is_none() => {
-            let _ = prefix;
+        Command::Verify { .. } | Command::Repair { .. } if node.backends.l2.is_none() => {
             Err(Error::new(
                 ErrorKind::Unsupported,
                 "verify and repair compare L2 with L3: give --redis URL",
             ))
         }
-        Command::Verify { prefix } => {
+        Command::Verify { prefix, deep } => {
             let pb = spinner("verifying", json);
-            let r = engine.verify(&prefix).await;
+            let r =
+                if deep { engine.verify_deep(&prefix).await } else { engine.verify(&prefix).await };
             pb.finish_and_clear();
             let r = r?;
             print_pairs(json, "verify", &report_rows(&r));
             Ok(())
         }
-        Command::Repair { prefix } => {
+        Command::Repair { prefix, deep } => {
             let pb = spinner("repairing", json);
-            let r = engine.repair(&prefix).await;
+            let r =
+                if deep { engine.repair_deep(&prefix).await } else { engine.repair(&prefix).await };
             pb.finish_and_clear();
             let r = r?;
             print_pairs(json, "repair", &report_rows(&r));
@@ -176,6 +177,9 @@ fn report_rows(r: &sync_engine::RepairReport) -> Vec<(String, serde_json::Value)
         row("differing", r.differing as u64),
         row("repaired", r.repaired as u64),
         row("removed", r.removed as u64),
+        row("deep", r.deep),
+        row("audited", r.audited),
+        row("corrupt", r.corrupt as u64),
         row("ms", r.duration.as_secs_f64() * 1000.0),
     ]
 }
