@@ -65,6 +65,25 @@ pub(crate) fn chunks<T>(
     out
 }
 
+/// The eight keyset-scan statements, built by `build(op, upper, all)`: lower bound `>=` or `>`,
+/// with or without an upper bound, live ids only or every id (tombstones too). Indexed by
+/// [`scan_index`].
+pub(crate) fn scan_statements<T>(build: impl Fn(&str, bool, bool) -> T) -> [T; 8] {
+    let four = |all| {
+        [(">=", false), (">=", true), (">", false), (">", true)].map(|(op, up)| build(op, up, all))
+    };
+    let [a, b, c, d] = four(false);
+    let [e, f, g, h] = four(true);
+    [a, b, c, d, e, f, g, h]
+}
+
+/// The statement of [`scan_statements`] that scans `range`.
+pub(crate) fn scan_index(range: &crate::codec::KeyRange, live_only: bool) -> usize {
+    usize::from(!live_only) * 4
+        + usize::from(range.lower_exclusive) * 2
+        + usize::from(range.upper.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,23 +113,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The eight keyset-scan statements, built by `build(op, upper, all)`: lower bound `>=` or `>`,
-/// with or without an upper bound, live ids only or every id (tombstones too). Indexed by
-/// [`scan_index`].
-pub(crate) fn scan_statements<T>(build: impl Fn(&str, bool, bool) -> T) -> [T; 8] {
-    let four = |all| {
-        [(">=", false), (">=", true), (">", false), (">", true)].map(|(op, up)| build(op, up, all))
-    };
-    let [a, b, c, d] = four(false);
-    let [e, f, g, h] = four(true);
-    [a, b, c, d, e, f, g, h]
-}
-
-/// The statement of [`scan_statements`] that scans `range`.
-pub(crate) fn scan_index(range: &crate::codec::KeyRange, live_only: bool) -> usize {
-    usize::from(!live_only) * 4
-        + usize::from(range.lower_exclusive) * 2
-        + usize::from(range.upper.is_some())
 }
