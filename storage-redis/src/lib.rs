@@ -35,6 +35,7 @@ mod nibbles;
 mod node;
 mod options;
 mod store;
+mod txn;
 
 pub use bus::RedisBus;
 pub use keys::{PrefixError, MAX_PREFIX_LEN};
