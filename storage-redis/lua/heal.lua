@@ -9,11 +9,13 @@
 -- KEYS[1..n]   the data key of entry i (distinct)
 -- KEYS[n+1]    the change log (format: put.lua)
 -- KEYS[n+2]    the count of changes not yet folded
+-- KEYS[n+3]    the write epoch, incremented when an entry is removed (optimistic writers
+--              WATCH it: a batch that read an entry before this removal must not commit)
 -- ARGV[2i-1]   entry i as the audit saw it: '0' (no string value) or '1' followed by its bytes
 -- ARGV[2i]     the shadow's leaf digest of entry i (32 bytes), '' when the shadow has none
 -- Returns {i, ...}: the entries removed (1-based).
 
-local n = #KEYS - 2
+local n = #KEYS - 3
 local call, pcall, ssub = redis.call, redis.pcall, string.sub
 local log, nl, changes, done = {}, 0, 0, {}
 
@@ -42,6 +44,7 @@ for i = 1, n do
   end
 end
 
+if #done > 0 then call('INCR', KEYS[n + 3]) end
 if changes > 0 then
   call('RPUSH', KEYS[n + 1], table.concat(log))
   call('INCRBY', KEYS[n + 2], changes)

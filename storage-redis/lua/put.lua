@@ -7,6 +7,8 @@
 -- KEYS[1..n]      data key of op i (an id may repeat: ops apply in order)
 -- KEYS[n+1]       the change log (a list of blobs, one per batch)
 -- KEYS[n+2]       the count of changes not yet folded
+-- KEYS[n+3]       the write epoch, incremented when anything is written (optimistic writers
+--                 WATCH it: see src/txn.rs)
 -- ARGV[1]         one byte per op: 'S' set, 'X' set with TTL, 'R' remove
 -- ARGV[2]         '1' when an id repeats in the batch, else '0'
 -- ARGV[2+i]       op i: the encoded item ('' for a remove)
@@ -17,7 +19,7 @@
 -- Returns {applied, stale, pending changes}. Raises 'CORRUPT ...' before writing anything when
 -- a stored value (other than one being removed) is not an item in this format.
 
-local n = #KEYS - 2
+local n = #KEYS - 3
 local kinds, dups = ARGV[1], ARGV[2] == '1'
 local call, sunpack, ssub, sbyte = redis.call, struct.unpack, string.sub, string.byte
 local unpack, min = unpack, math.min
@@ -110,6 +112,7 @@ end
 for j = 1, #tk do call('SET', tk[j], tv[j], 'PX', tt[j]) end
 for i = 1, #mset, CHUNK do call('MSET', unpack(mset, i, min(i + CHUNK - 1, #mset))) end
 for i = 1, #dels, CHUNK do call('DEL', unpack(dels, i, min(i + CHUNK - 1, #dels))) end
+if #tk + #mset + #dels > 0 then call('INCR', KEYS[n + 3]) end
 
 local pending = 0
 if changes > 0 then

@@ -308,14 +308,14 @@ impl RedisStore {
     /// Pass 5: remove the findings that are still as seen; returns their ids.
     async fn heal(&self, findings: &[Finding]) -> Result<Vec<ObjectId>> {
         let inner = &self.inner;
-        let (log, pending) = (inner.keys.log(), inner.keys.pending());
+        let (log, pending, epoch) = (inner.keys.log(), inner.keys.pending(), inner.keys.epoch());
         let mut healed = Vec::new();
         for chunk in findings.chunks(HEAL_STEP) {
             let mut inv = inner.heal.prepare_invoke();
             for f in chunk {
                 inv.key(inner.keys.data(&f.id));
             }
-            inv.key(&log).key(&pending);
+            inv.key(&log).key(&pending).key(&epoch);
             for f in chunk {
                 let mut seen = Vec::with_capacity(1 + f.value.as_ref().map_or(0, Bytes::len));
                 match &f.value {

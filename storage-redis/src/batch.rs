@@ -86,11 +86,11 @@ pub(crate) fn put_command(sha: &str, keys: &Keys, ops: &[Op<'_>]) -> redis::Cmd 
     let mut seen = HashSet::with_capacity(ops.len());
     let dups = !ops.iter().all(|op| seen.insert(op.id.as_str()));
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(ops.len() + 2);
+    cmd.arg(sha).arg(ops.len() + 3);
     for op in ops {
         cmd.arg(keys.data(op.id));
     }
-    cmd.arg(keys.log()).arg(keys.pending());
+    cmd.arg(keys.log()).arg(keys.pending()).arg(keys.epoch());
     let kinds: Vec<u8> = ops
         .iter()
         .map(|op| match op.kind {
@@ -150,17 +150,17 @@ mod tests {
         ];
         let a = args(&put_command("sha", &keys, &ops));
         let s = |i: usize| String::from_utf8(a[i].clone()).unwrap();
-        // EVALSHA sha 5 k0 k1 k2 log pending kinds dups v0 v1 v2 ttl
-        assert_eq!((s(0), s(1), s(2)), ("EVALSHA".into(), "sha".into(), "5".into()));
+        // EVALSHA sha 6 k0 k1 k2 log pending epoch kinds dups v0 v1 v2 ttl
+        assert_eq!((s(0), s(1), s(2)), ("EVALSHA".into(), "sha".into(), "6".into()));
         assert_eq!(s(3), "p:{p:}d:a.b");
-        assert_eq!((s(6), s(7)), (keys.log(), keys.pending()));
-        assert_eq!((s(8), s(9)), ("SXR".into(), "1".into()));
+        assert_eq!((s(6), s(7), s(8)), (keys.log(), keys.pending(), keys.epoch()));
+        assert_eq!((s(9), s(10)), ("SXR".into(), "1".into()));
         assert_eq!(
-            (s(10), s(11), s(12), s(13)),
+            (s(11), s(12), s(13), s(14)),
             ("v0".into(), "v1".into(), String::new(), "300".into())
         );
-        assert_eq!(a.len(), 14);
+        assert_eq!(a.len(), 15);
         let single = args(&put_command("sha", &keys, &ops[..2]));
-        assert_eq!(String::from_utf8(single[8].clone()).unwrap(), "0", "no repeats");
+        assert_eq!(String::from_utf8(single[9].clone()).unwrap(), "0", "no repeats");
     }
 }

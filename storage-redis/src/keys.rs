@@ -89,6 +89,12 @@ impl Keys {
         format!("{}m:pending", self.base)
     }
 
+    /// The write epoch: incremented by every write (script or transaction) that changes a data
+    /// key, so that an optimistic write WATCHing it commits only on the data it read.
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}w:epoch", self.base)
+    }
+
     /// The fold lock.
     pub(crate) fn lock(&self) -> String {
         format!("{}m:lock", self.base)

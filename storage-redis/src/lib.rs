@@ -2,14 +2,17 @@
 //! and its shadow [`MerkleStore`](sync_engine_core::store::MerkleStore), on plain Redis 7 (no
 //! modules).
 //!
-//! - Writes are newer-wins, decided atomically inside Redis by a Lua script that compares the
-//!   stored [`Stamp`](sync_engine_core::Stamp) (version, content hash, tombstone) with the
-//!   incoming one. The same script appends every change of an item's shadow digest to a change
-//!   log, atomically with the data; a *fold* (Rust, under a Redis lock, written with
-//!   `MULTI`/`EXEC`) applies the log to the Merkle nodes — in the background once enough
-//!   changes are pending, and always before a Merkle read answers. The shadow a reader sees is
+//! - Writes are newer-wins on the stored [`Stamp`](sync_engine_core::Stamp) (version, content
+//!   hash, tombstone), atomic inside Redis: optimistically (`WATCH` of a write epoch, the
+//!   comparison on the values read, native writes in `MULTI`/`EXEC`, which Redis refuses if any
+//!   other write landed meanwhile), else by a Lua script that compares and writes. Both append
+//!   every change of an item's shadow digest to a change log, atomically with the data; a
+//!   *fold* (Rust, under a Redis lock, written with `MULTI`/`EXEC`) applies the log to the
+//!   Merkle nodes — in the background once enough changes are pending, and always before a
+//!   Merkle read answers. The shadow a reader sees is
 //!   therefore exactly the data's.
-//! - One round trip per batch (`put_batch`, `get_many`, `remove_many`).
+//! - One round trip per `get_many`; two per `put_batch` / `remove_many` chunk of 1000 ops (one
+//!   when it goes through the script).
 //! - Every key lives under the configured prefix and one hash tag; user ids live in their own
 //!   sub-namespace.
 //! - Calls are bounded by the connect and response timeouts; dropped connections reconnect.
@@ -36,6 +39,7 @@ mod nibbles;
 mod node;
 mod options;
 mod store;
+mod txn;
 
 pub use bus::RedisBus;
 pub use keys::{PrefixError, MAX_PREFIX_LEN};

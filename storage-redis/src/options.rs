@@ -37,6 +37,12 @@ pub struct RedisOptions {
     /// background fold (default [`DEFAULT_FOLD_THRESHOLD`]; `0` never does: then only Merkle
     /// reads and [`crate::RedisStore::fold`] fold, and the log grows until they do).
     pub fold_threshold: u64,
+    /// Write batches optimistically (`WATCH` of the write epoch, the newer-wins decision made
+    /// on the values read, native writes in `MULTI`/`EXEC`; a batch another write interrupts
+    /// goes through the put script) — default `true`. Set `false` to write every batch through
+    /// the script, e.g. while processes of a version whose script does not advance the epoch
+    /// still write to the same prefix.
+    pub optimistic_writes: bool,
 }
 
 impl Default for RedisOptions {
@@ -73,6 +79,7 @@ impl RedisOptions {
                 .then(|| Duration::from_millis(config.tombstone_retention_ms)),
             bucket_cap: DEFAULT_BUCKET_CAP,
             fold_threshold: DEFAULT_FOLD_THRESHOLD,
+            optimistic_writes: true,
         }
     }
 

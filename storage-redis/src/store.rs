@@ -19,6 +19,7 @@ use crate::codec;
 use crate::error::{self, BACKEND};
 use crate::keys::Keys;
 use crate::options::RedisOptions;
+use crate::txn::Miss;
 
 const PUT_LUA: &str = include_str!("../lua/put.lua");
 const READ_LUA: &str = include_str!("../lua/read.lua");
@@ -60,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) fold_conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// A background fold is scheduled or running.
     pub(crate) folding: AtomicBool,
+    /// The connection of optimistic writes (it WATCHes the write epoch, so nothing else may
+    /// use it meanwhile): a write that finds it busy runs `put.lua` on the shared connection.
+    pub(crate) put_conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -124,6 +128,7 @@ impl RedisStore {
                     client: fold_client,
                     fold_conn: tokio::sync::Mutex::new(None),
                     folding: AtomicBool::new(false),
+                    put_conn: tokio::sync::Mutex::new(None),
                 }),
             };
             store.warn_on_eviction_policy().await;
@@ -196,17 +201,59 @@ impl RedisStore {
         }
     }
 
-    /// Run the put script over `ops`, several invocations in one pipeline when the batch is
-    /// large; returns the summed outcome, and starts a background fold when the log is long.
+    /// Write `ops`: optimistically (`txn.rs`) in chunks of [`OPS_PER_SCRIPT`] when the write
+    /// connection is free, else — or for a chunk whose transaction another write interrupted —
+    /// through the put script; returns the summed outcome, and starts a background fold when
+    /// the log is long.
     async fn run_ops(&self, op: &'static str, ops: &[Op<'_>]) -> Result<PutOutcome> {
         if ops.is_empty() {
             return Ok(PutOutcome::default());
         }
+        let mut outcome = PutOutcome::default();
+        let mut pending = 0;
+        let mut slot = if self.inner.opts.optimistic_writes {
+            self.inner.put_conn.try_lock().ok()
+        } else {
+            None
+        };
+        let mut scripted: Vec<&[Op<'_>]> = Vec::new();
+        for chunk in ops.chunks(OPS_PER_SCRIPT) {
+            // Once a chunk goes to the script, the rest follow it: ops apply in order.
+            let Some(conn) = slot.as_deref_mut().filter(|_| scripted.is_empty()) else {
+                scripted.push(chunk);
+                continue;
+            };
+            match self.write_optimistic(op, conn, chunk).await {
+                Ok((o, p)) => {
+                    outcome = outcome.merge(o);
+                    pending = pending.max(p);
+                }
+                Err(Miss::Retry) => scripted.push(chunk),
+                Err(Miss::Fail(e)) => return Err(e),
+            }
+        }
+        drop(slot);
+        if !scripted.is_empty() {
+            let (o, p) = self.run_script(op, &scripted).await?;
+            outcome = outcome.merge(o);
+            pending = pending.max(p);
+        }
+        self.maybe_fold(op, pending)?;
+        Ok(outcome)
+    }
+
+    /// Run the put script over `chunks` (one invocation each, all in one pipeline); returns the
+    /// summed outcome and the pending count.
+    async fn run_script(
+        &self,
+        op: &'static str,
+        chunks: &[&[Op<'_>]],
+    ) -> Result<(PutOutcome, u64)> {
         let inner = &self.inner;
         let sha = inner.put.get_hash();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for chunk in ops.chunks(OPS_PER_SCRIPT) {
+        for chunk in chunks {
             pipe.add_command(batch::put_command(sha, &inner.keys, chunk));
         }
         let pipe = &pipe;
@@ -225,6 +272,13 @@ impl RedisStore {
             outcome = outcome.merge(o);
             pending = pending.max(p);
         }
+        Ok((outcome, pending))
+    }
+
+    /// Start a background fold when `pending` logged changes reach the threshold (and none is
+    /// running).
+    fn maybe_fold(&self, op: &'static str, pending: u64) -> Result<()> {
+        let inner = &self.inner;
         let threshold = inner.opts.fold_threshold;
         let runtime = tokio::runtime::Handle::try_current();
         if threshold > 0
@@ -241,7 +295,7 @@ impl RedisStore {
                 store.inner.folding.store(false, Ordering::Release);
             });
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Delete every key of this store (`SCAN MATCH` on its prefix and hash tag, then `UNLINK`),

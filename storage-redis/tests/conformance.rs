@@ -123,6 +123,7 @@ async fn ids_with_key_syntax_characters_stay_in_their_namespace() {
     for kind in ['d', 'n', 'm'] {
         assert_eq!(count_keys(&url, &prefix, kind), 0, "keys of kind {kind} left");
     }
+    assert!(count_keys(&url, &prefix, 'w') <= 1, "at most the write epoch is left");
 }
 
 #[tokio::test]
