@@ -160,6 +160,10 @@ impl MerkleStore for ReconnectingL2 {
     async fn children(&self, key: &NodeKey) -> Result<Children> {
         self.store("merkle_children").await?.children(key).await
     }
+
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        self.store("merkle_children").await?.children_many(keys).await
+    }
 }
 
 #[async_trait]
@@ -201,5 +205,9 @@ impl MerkleStore for ReconnectingL3 {
 
     async fn children(&self, key: &NodeKey) -> Result<Children> {
         self.store("merkle_children").await?.children(key).await
+    }
+
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        self.store("merkle_children").await?.children_many(keys).await
     }
 }

@@ -22,6 +22,10 @@ pub struct RepairReport {
     pub in_sync: bool,
     /// Merkle node pairs compared by the diff.
     pub nodes_compared: u64,
+    /// Round trips of the diff: batched children questions, both tiers together.
+    pub diff_round_trips: u64,
+    /// Wall time of the diff (the rest of `duration` is reading L3 and writing L2).
+    pub diff_duration: Duration,
     /// Ids that differed.
     pub differing: usize,
     /// Ids written into L2 from L3.
@@ -50,6 +54,14 @@ impl ChildrenSource for Source {
     fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, Error>> + Send {
         let (store, key) = (self.0.clone(), key.clone());
         async move { store.children(&key).await }
+    }
+
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<Vec<Children>, Error>> + Send {
+        let (store, keys) = (self.0.clone(), keys.to_vec());
+        async move { store.children_many(&keys).await }
     }
 }
 
@@ -88,6 +100,8 @@ pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result
         prefix: prefix.to_owned(),
         in_sync: a.unwrap_or_default().hash() == b.unwrap_or_default().hash(),
         nodes_compared: 1,
+        diff_round_trips: 0,
+        diff_duration: Duration::ZERO,
         differing: 0,
         repaired: 0,
         removed: 0,
@@ -98,7 +112,10 @@ pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result
     if !report.in_sync {
         let l2_src = Source(l2.clone());
         let l3_src = Source(inner.l3.clone());
+        let diff_started = Instant::now();
         let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
+        report.diff_duration = diff_started.elapsed();
+        report.diff_round_trips = d.batches;
         report.nodes_compared = d.nodes_compared;
         report.differing = d.differences.len();
         report.sample = d.differences.iter().take(100).map(|x| x.id.clone()).collect();
@@ -146,6 +163,9 @@ pub(crate) async fn run(inner: &Inner, prefix: &str, fix: bool) -> crate::Result
         .increment(report.repaired as u64 + report.removed as u64);
     tracing::info!(
         differing = report.differing,
+        nodes_compared = report.nodes_compared,
+        diff_round_trips = report.diff_round_trips,
+        diff_ms = report.diff_duration.as_millis() as u64,
         repaired = report.repaired,
         removed = report.removed,
         "L2 compared with L3"
