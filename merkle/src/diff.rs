@@ -295,7 +295,11 @@ enum ListError<E> {
 }
 
 impl<E> ListError<E> {
-    fn side<EA, EB>(self, side: Side, wrap: impl FnOnce(E) -> DiffError<EA, EB>) -> DiffError<EA, EB> {
+    fn side<EA, EB>(
+        self,
+        side: Side,
+        wrap: impl FnOnce(E) -> DiffError<EA, EB>,
+    ) -> DiffError<EA, EB> {
         match self {
             ListError::Source(e) => wrap(e),
             ListError::Count(key) => {

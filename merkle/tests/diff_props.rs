@@ -8,8 +8,8 @@ use std::future::Future;
 use common::{block_on, digest, digests, id, items};
 use proptest::prelude::*;
 use sync_engine_merkle::{
-    diff, diff_batched, Children, ChildrenSource, DiffError, DiffKind, Difference, Digest, MemTree, NodeKey,
-    NodeValue, ScratchTree, Side,
+    diff, diff_batched, Children, ChildrenSource, DiffError, DiffKind, Difference, Digest, MemTree,
+    NodeKey, NodeValue, ScratchTree, Side,
 };
 
 /// The expected differences of two models beneath `prefix`.
@@ -84,7 +84,10 @@ struct Batching<'a> {
 impl ChildrenSource for Batching<'_> {
     type Error = String;
 
-    fn node(&self, key: &NodeKey) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
+    fn node(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
         let v = match self.src {
             Source::Mem(t) => t.node(key),
             Source::Scratch(t) => block_on(ChildrenSource::node(t, key)).unwrap_or(None),
@@ -116,7 +119,12 @@ impl ChildrenSource for Batching<'_> {
     }
 }
 
-fn run_batched(a: &Source, b: &Source, prefix: &str, batch: usize) -> sync_engine_merkle::DiffReport {
+fn run_batched(
+    a: &Source,
+    b: &Source,
+    prefix: &str,
+    batch: usize,
+) -> sync_engine_merkle::DiffReport {
     let r = match (a, b) {
         (Source::Mem(a), Source::Mem(b)) => block_on(diff_batched(a, b, prefix, batch)),
         (Source::Mem(a), Source::Scratch(b)) => block_on(diff_batched(a, b, prefix, batch)),
@@ -234,7 +242,10 @@ struct Short(MemTree);
 
 impl ChildrenSource for Short {
     type Error = String;
-    fn node(&self, key: &NodeKey) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
+    fn node(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
         std::future::ready(Ok(self.0.node(key)))
     }
     fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, String>> + Send {

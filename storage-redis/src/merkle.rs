@@ -193,7 +193,10 @@ impl RedisStore {
                 .instrument(span)
                 .await?;
             if replies.len() != open.len() {
-                return Err(error::contract(op, "read pipeline answered another number of replies"));
+                return Err(error::contract(
+                    op,
+                    "read pipeline answered another number of replies",
+                ));
             }
             let mut pending = Vec::new();
             for (i, reply) in open.into_iter().zip(&replies) {

@@ -12,7 +12,8 @@ use crate::error::{Failure, Fallible};
 
 /// The two statements (prefix applied): live leaves, then child paths.
 pub(super) fn statements(p: &str) -> [String; 2] {
-    let questions = "unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS q(parent, lo, hi, i)";
+    let questions =
+        "unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS q(parent, lo, hi, i)";
     [
         format!(
             "SELECT q.i, t.id, t.leaf, t.seghash FROM {questions} \

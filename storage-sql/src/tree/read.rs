@@ -216,8 +216,7 @@ pub(crate) async fn children_many<D: Driver>(d: &D, keys: &[NodeKey]) -> Fallibl
         }
     }
     if !split.is_empty() {
-        let mut subs: Vec<BucketKey> =
-            split.iter().flat_map(|&i| sub_buckets(&keys[i])).collect();
+        let mut subs: Vec<BucketKey> = split.iter().flat_map(|&i| sub_buckets(&keys[i])).collect();
         // A key asked twice is read once (some drivers answer a repeated key twice).
         subs.sort_unstable();
         subs.dedup();
