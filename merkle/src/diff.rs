@@ -11,14 +11,15 @@
 //! (path depth × bucket depth) node pairs, each listing at most 16 buckets or one flat bucket.
 //!
 //! Round trips are bounded by the tree's depth rather than by the differences: the diff takes
-//! up to [`DIFF_BATCH`] pending node pairs at a time (all of them while fewer are pending, so
-//! one tree level at a time) and asks each side for all their children in ONE
-//! [`ChildrenSource::children_many`] call.
+//! up to [`CALLS_IN_FLIGHT`] × [`DIFF_BATCH`] pending node pairs at a time (all of them while
+//! fewer are pending, so one tree level at a time) and asks each side for all their children
+//! in a few concurrent [`ChildrenSource::children_many`] calls of at most [`DIFF_BATCH`] nodes.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
+use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::codec::MAX_BUCKET_NIBBLES;
@@ -118,8 +119,11 @@ pub struct DiffReport {
     pub nodes_compared: u64,
     /// Node children asked for (both sides together).
     pub children_fetched: u64,
-    /// `children_many` calls made (both sides together): the diff's round trips.
+    /// `children_many` calls made (both sides together).
     pub batches: u64,
+    /// Rounds of calls: the diff waits for each round's answers (up to [`CALLS_IN_FLIGHT`]
+    /// calls per side, concurrently) before the next, so these are its sequential round trips.
+    pub rounds: u64,
     /// Buckets and entries received from both sides.
     pub children_received: u64,
 }
@@ -206,7 +210,7 @@ impl Listing {
 /// at least one more segment) but not the id `t1` itself, which is an entry of the root.
 /// The two sources may split their nodes into buckets differently. The future is `Send` when
 /// both sources are `Sync` and their errors `Send`. Asks each source for at most
-/// [`DIFF_BATCH`] nodes' children per call.
+/// [`DIFF_BATCH`] nodes' children per call, [`CALLS_IN_FLIGHT`] calls at a time.
 pub async fn diff<A, B>(
     a: &A,
     b: &B,
@@ -219,8 +223,16 @@ where
     diff_batched(a, b, prefix, DIFF_BATCH).await
 }
 
-/// Node pairs whose children [`diff`] asks for in one `children_many` call per side.
+/// Node pairs whose children [`diff`] asks for in one `children_many` call, at most.
 pub const DIFF_BATCH: usize = 512;
+
+/// `children_many` calls per side in flight at once: a round of up to this many batches is
+/// split into that many concurrent calls (of at least [`MIN_CALL`] nodes), so a source with
+/// several connections answers them in parallel.
+pub const CALLS_IN_FLIGHT: usize = 4;
+
+/// Fewest nodes per call when a round is split.
+const MIN_CALL: usize = 64;
 
 /// [`diff`] asking each source for at most `batch` (at least 1) nodes' children per call; the
 /// result is the same for every `batch`, only the number of calls differs.
@@ -255,13 +267,14 @@ where
         vb: nb.unwrap_or(NodeValue::EMPTY),
         key: start,
     }];
+    let round = batch.saturating_mul(CALLS_IN_FLIGHT);
     while !stack.is_empty() {
-        // Up to `batch` differing node pairs at once, one call per side: over a network the
-        // cost of a diff is its round trips, not its comparisons.
-        let mut keys = Vec::with_capacity(batch.min(stack.len()));
+        // Up to `round` differing node pairs at once, a few concurrent calls per side: over a
+        // network the cost of a diff is its round trips, not its comparisons.
+        let mut keys = Vec::with_capacity(round.min(stack.len()));
         let mut views_a = Vec::with_capacity(keys.capacity());
         let mut views_b = Vec::with_capacity(keys.capacity());
-        while keys.len() < batch {
+        while keys.len() < round {
             let Some(task) = stack.pop() else { break };
             report.nodes_compared += 1;
             if task.va != task.vb {
@@ -270,11 +283,13 @@ where
                 views_b.push(task.b);
             }
         }
-        let (la, lb) = join2(listings(a, &keys, views_a), listings(b, &keys, views_b)).await;
-        let (la, fetched_a) = la.map_err(|e| e.side(Side::A, DiffError::A))?;
-        let (lb, fetched_b) = lb.map_err(|e| e.side(Side::B, DiffError::B))?;
+        let (la, lb) =
+            join2(listings(a, &keys, views_a, batch), listings(b, &keys, views_b, batch)).await;
+        let (la, fetched_a, calls_a) = la.map_err(|e| e.side(Side::A, DiffError::A))?;
+        let (lb, fetched_b, calls_b) = lb.map_err(|e| e.side(Side::B, DiffError::B))?;
         report.children_fetched += fetched_a + fetched_b;
-        report.batches += u64::from(fetched_a > 0) + u64::from(fetched_b > 0);
+        report.batches += calls_a + calls_b;
+        report.rounds += u64::from(calls_a + calls_b > 0);
         for ((key, la), lb) in keys.into_iter().zip(la).zip(lb) {
             report.children_received += (la.len() + lb.len()) as u64;
             expand(key, la, lb, &mut stack, &mut report.differences)
@@ -346,13 +361,15 @@ fn malformed<EA, EB>(side: Side, key: &NodeKey, reason: &'static str) -> DiffErr
 }
 
 /// One side's children of each of `keys` (whose views are `views`, at the same index): the
-/// keys the source holds are asked in one `children_many` call. Returns the listings and how
-/// many keys were asked.
+/// keys the source holds are asked in up to [`CALLS_IN_FLIGHT`] concurrent `children_many`
+/// calls of at most `batch` keys. Returns the listings, how many keys were asked and in how
+/// many calls.
 async fn listings<S: ChildrenSource>(
     src: &S,
     keys: &[NodeKey],
     views: Vec<View>,
-) -> Result<(Vec<Listing>, u64), ListError<S::Error>> {
+    batch: usize,
+) -> Result<(Vec<Listing>, u64, u64), ListError<S::Error>> {
     let real: Vec<NodeKey> = keys
         .iter()
         .zip(&views)
@@ -360,13 +377,18 @@ async fn listings<S: ChildrenSource>(
         .map(|(k, _)| k.clone())
         .collect();
     let asked = real.len() as u64;
-    let mut answers = if real.is_empty() {
-        Vec::new()
-    } else {
-        src.children_many(&real).await.map_err(ListError::Source)?
-    };
-    if answers.len() != real.len() {
-        return Err(ListError::Count(real.into_iter().next().unwrap_or_default()));
+    let per_call = real.len().div_ceil(CALLS_IN_FLIGHT).max(MIN_CALL).min(batch).max(1);
+    let calls = real.chunks(per_call).count() as u64;
+    let mut answers = Vec::with_capacity(real.len());
+    for (chunk, answer) in real
+        .chunks(per_call)
+        .zip(join_all(real.chunks(per_call).map(|c| src.children_many(c))).await)
+    {
+        let answer = answer.map_err(ListError::Source)?;
+        if answer.len() != chunk.len() {
+            return Err(ListError::Count(chunk.first().cloned().unwrap_or_default()));
+        }
+        answers.extend(answer);
     }
     answers.reverse();
     let out = views
@@ -381,7 +403,7 @@ async fn listings<S: ChildrenSource>(
             View::Absent => Listing::Entries(Vec::new(), Vec::new()),
         })
         .collect();
-    Ok((out, asked))
+    Ok((out, asked, calls))
 }
 
 /// One side's children at bucket level `depth`, by next nibble: real sub-buckets for a split

@@ -23,7 +23,7 @@ pub use change::{ApplyError, ChangeError, ChangeSet, Delta, EntryChange, LeafCha
 pub use codec::{KeyError, ValueError, KEY_FORMAT_VERSION, MAX_BUCKET_NIBBLES, NODE_VALUE_LEN};
 pub use diff::{
     diff, diff_batched, ChildrenSource, DiffError, DiffKind, DiffReport, Difference, Side,
-    DIFF_BATCH,
+    CALLS_IN_FLIGHT, DIFF_BATCH,
 };
 pub use key::{
     join, nibble, segment_hash, split_id, validate_path, Children, Entry, IdError, NodeKey,

@@ -199,6 +199,7 @@ proptest! {
         prop_assert_eq!(batched.children_fetched, pairwise.children_fetched);
         prop_assert_eq!(batched.children_received, pairwise.children_received);
         prop_assert!(batched.batches <= pairwise.batches);
+        prop_assert!(batched.rounds <= pairwise.rounds);
         // Through sources answering children_many natively (and refusing single questions).
         let (na, nb) = (
             Batching { src: &ta, max: batch, calls: 0.into() },
@@ -232,9 +233,10 @@ fn batched_diff_round_trips_grow_with_depth_not_differences() {
     assert_eq!(batched.differences.len(), 500);
     assert_eq!(batched.differences, pairwise.differences);
     // 500 differing leaves spread over every bucket: hundreds of node pairs, yet each tree
-    // level costs one call per side (two when a level holds more than DIFF_BATCH pairs).
+    // level costs one round of calls (a few concurrent calls per side).
     assert!(pairwise.batches > 1_000, "{pairwise:?}");
-    assert!(batched.batches <= 2 * 8, "{} calls", batched.batches);
+    assert!(batched.rounds <= 8, "{} rounds", batched.rounds);
+    assert!(batched.batches <= 2 * 8 * 4, "{} calls", batched.batches);
 }
 
 /// A source whose `children_many` drops the last answer.

@@ -327,6 +327,8 @@ async fn repair_phase(
     out.plain("repair_1pct.nodes_compared", report.nodes_compared as f64, "nodes");
     out.plain("repair_1pct.diff_round_trips", report.diff_round_trips as f64, "calls");
     out.plain("repair_1pct.diff_s", report.diff_duration.as_secs_f64(), "s");
+    out.plain("repair_1pct.diff_l2_wait_s", report.diff_l2_wait.as_secs_f64(), "s");
+    out.plain("repair_1pct.diff_l3_wait_s", report.diff_l3_wait.as_secs_f64(), "s");
     out.plain("repair_1pct.copy_s", took.saturating_sub(report.diff_duration).as_secs_f64(), "s");
     out.plain("verify_in_sync_s", verify_after.as_secs_f64(), "s");
     let base = out.plain("full_resync_s", full.as_secs_f64(), "s");
