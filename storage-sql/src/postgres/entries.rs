@@ -1,6 +1,6 @@
 //! Entries of many `(path, seghash range)` questions in one query per table: the questions
-//! are bound as arrays, unnested with their index, and joined to the `(parent, seghash)`
-//! indexes, so every row comes back tagged with the question it answers.
+//! are bound as arrays, unnested with their index, and each answered by a range scan of the
+//! `(parent, seghash)` indexes, so every row comes back tagged with the question it answers.
 
 use sqlx::{PgConnection, Row};
 
@@ -10,19 +10,22 @@ use crate::codec::{from_ord, to_ord, value_from};
 use crate::driver::EntryRow;
 use crate::error::{Failure, Fallible};
 
-/// The two statements (prefix applied): live leaves, then child paths.
+/// The two statements (prefix applied): live leaves, then child paths. Each question is a
+/// LATERAL subquery fenced with `OFFSET 0`, so the planner runs one range scan of the
+/// `(parent, seghash)` index per question instead of joining on `parent` alone (which, with
+/// every question under one wide parent, compares each of its rows with every question).
 pub(super) fn statements(p: &str) -> [String; 2] {
     let questions =
         "unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS q(parent, lo, hi, i)";
+    let range = "parent = q.parent AND seghash BETWEEN q.lo AND q.hi";
     [
         format!(
-            "SELECT q.i, t.id, t.leaf, t.seghash FROM {questions} \
-             JOIN {p}items t ON t.parent = q.parent AND t.seghash BETWEEN q.lo AND q.hi \
-             WHERE NOT t.tombstone"
+            "SELECT q.i, t.id, t.leaf, t.seghash FROM {questions} CROSS JOIN LATERAL \
+             (SELECT id, leaf, seghash FROM {p}items WHERE {range} AND NOT tombstone OFFSET 0) t"
         ),
         format!(
-            "SELECT q.i, t.path, t.acc, t.leaves, t.seghash FROM {questions} \
-             JOIN {p}paths t ON t.parent = q.parent AND t.seghash BETWEEN q.lo AND q.hi"
+            "SELECT q.i, t.path, t.acc, t.leaves, t.seghash FROM {questions} CROSS JOIN LATERAL \
+             (SELECT path, acc, leaves, seghash FROM {p}paths WHERE {range} OFFSET 0) t"
         ),
     ]
 }
