@@ -198,6 +198,34 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
     result
 }
 
+async fn repair_only(
+    env: &Env,
+    p: &Params,
+    only: Option<&str>,
+    mut figs: Vec<Figure>,
+) -> Result<Vec<Figure>, String> {
+    for setup in Setup::ALL.into_iter().filter(|s| s.has_l2()) {
+        if only.is_some_and(|o| !o.split(',').any(|s| s.trim() == setup.name())) {
+            continue;
+        }
+        if let Some(why) = setup::unreachable(env, setup).await {
+            eprintln!("SKIPPED engine.{}: {why}", setup.name());
+            continue;
+        }
+        let mut mine = Vec::new();
+        for &shape in &p.shapes {
+            let mut out = Out { setup, shape, figs: Vec::new() };
+            flow::repair_only(env, p, &mut out)
+                .await
+                .map_err(|e| format!("{}.{}: {e}", setup.name(), shape.name()))?;
+            mine.extend(out.figs);
+        }
+        figs.extend(headlines(setup, &mine));
+        figs.extend(mine);
+    }
+    Ok(figs)
+}
+
 async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
     std::fs::create_dir_all(&env.dir).map_err(|e| format!("{}: {e}", env.dir.display()))?;
     let mut figs = vec![
@@ -209,6 +237,11 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
     let only = std::env::var("SYNC_ENGINE_BENCH_ENGINE_SETUPS").ok();
     let invalidation_only =
         std::env::var("SYNC_ENGINE_BENCH_ENGINE_INVALIDATION_ONLY").is_ok_and(|v| v == "1");
+    // `SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY=1` runs only phase 5 (repair of 1% against a full
+    // resync) after an ingest of `--items` items, per selected setup with L2 and shape.
+    if std::env::var("SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY").is_ok_and(|v| v == "1") {
+        return repair_only(env, p, only.as_deref(), figs).await;
+    }
     if only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == "redis_mariadb")) {
         match setup::unreachable(env, Setup::RedisMariadb).await {
             Some(why) => eprintln!("SKIPPED engine.redis_mariadb.invalidation: {why}"),

@@ -9,12 +9,18 @@
 //!
 //! Work is bounded by the differences: each differing leaf costs one descent, at most
 //! (path depth × bucket depth) node pairs, each listing at most 16 buckets or one flat bucket.
+//!
+//! Round trips are bounded by the tree's depth rather than by the differences: the diff takes
+//! up to [`CALLS_IN_FLIGHT`] × [`DIFF_BATCH`] pending node pairs at a time (all of them while
+//! fewer are pending, so one tree level at a time) and asks each side for all their children
+//! in a few concurrent [`ChildrenSource::children_many`] calls of at most [`DIFF_BATCH`] nodes.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::codec::MAX_BUCKET_NIBBLES;
 use crate::key::{join, nibble, segment_hash, validate_path, Children, Entry, IdError, NodeKey};
@@ -26,6 +32,7 @@ use crate::types::{Digest, NodeValue};
 /// `children(k)` lists either every non-empty sub-bucket of `k` with its value or every entry of
 /// `k`; the values listed sum to `node(k)`. The diff asks `node` for the start key only, and
 /// `children` only for keys that source listed (a bucket or a path entry) or the start key.
+/// `children_many(keys)` answers `children` of every key, in the order asked.
 pub trait ChildrenSource {
     /// What a failed lookup reports.
     type Error;
@@ -39,6 +46,30 @@ pub trait ChildrenSource {
     /// The children of a node (see [`Children`]).
     fn children(&self, key: &NodeKey)
         -> impl Future<Output = Result<Children, Self::Error>> + Send;
+
+    /// The children of each of `keys`, at the same index: one round trip for a source that
+    /// can answer many questions at once. The default asks [`children`](Self::children) for
+    /// every key concurrently and fails with the first error.
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<Vec<Children>, Self::Error>> + Send {
+        let mut pending: FuturesUnordered<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let fut = self.children(key);
+                async move { (i, fut.await) }
+            })
+            .collect();
+        let mut out: Vec<Option<Children>> = vec![None; keys.len()];
+        async move {
+            while let Some((i, listed)) = pending.next().await {
+                out[i] = Some(listed?);
+            }
+            Ok(out.into_iter().flatten().collect())
+        }
+    }
 }
 
 impl ChildrenSource for crate::tree::MemTree {
@@ -86,8 +117,13 @@ pub struct DiffReport {
     pub differences: Vec<Difference>,
     /// Node pairs whose values were compared.
     pub nodes_compared: u64,
-    /// `children` calls made (both sides together).
+    /// Node children asked for (both sides together).
     pub children_fetched: u64,
+    /// `children_many` calls made (both sides together).
+    pub batches: u64,
+    /// Rounds of calls: the diff waits for each round's answers (up to [`CALLS_IN_FLIGHT`]
+    /// calls per side, concurrently) before the next, so these are its sequential round trips.
+    pub rounds: u64,
     /// Buckets and entries received from both sides.
     pub children_received: u64,
 }
@@ -173,7 +209,8 @@ impl Listing {
 /// `prefix` is a dotted path: `""` covers every id; `"t1"` covers the ids `t1.*` (all ids with
 /// at least one more segment) but not the id `t1` itself, which is an entry of the root.
 /// The two sources may split their nodes into buckets differently. The future is `Send` when
-/// both sources are `Sync` and their errors `Send`.
+/// both sources are `Sync` and their errors `Send`. Asks each source for at most
+/// [`DIFF_BATCH`] nodes' children per call, [`CALLS_IN_FLIGHT`] calls at a time.
 pub async fn diff<A, B>(
     a: &A,
     b: &B,
@@ -183,7 +220,34 @@ where
     A: ChildrenSource,
     B: ChildrenSource,
 {
+    diff_batched(a, b, prefix, DIFF_BATCH).await
+}
+
+/// Node pairs whose children [`diff`] asks for in one `children_many` call, at most.
+pub const DIFF_BATCH: usize = 512;
+
+/// `children_many` calls per side in flight at once: a round of up to this many batches is
+/// split into that many concurrent calls (of at least [`MIN_CALL`] nodes), so a source with
+/// several connections answers them in parallel.
+pub const CALLS_IN_FLIGHT: usize = 4;
+
+/// Fewest nodes per call when a round is split.
+const MIN_CALL: usize = 64;
+
+/// [`diff`] asking each source for at most `batch` (at least 1) nodes' children per call; the
+/// result is the same for every `batch`, only the number of calls differs.
+pub async fn diff_batched<A, B>(
+    a: &A,
+    b: &B,
+    prefix: &str,
+    batch: usize,
+) -> Result<DiffReport, DiffError<A::Error, B::Error>>
+where
+    A: ChildrenSource,
+    B: ChildrenSource,
+{
     validate_path(prefix)?;
+    let batch = batch.max(1);
     let start = NodeKey::path(prefix);
     let (na, nb) = join2(a.node(&start), b.node(&start)).await;
     let na = na.map_err(DiffError::A)?;
@@ -203,26 +267,30 @@ where
         vb: nb.unwrap_or(NodeValue::EMPTY),
         key: start,
     }];
+    let round = batch.saturating_mul(CALLS_IN_FLIGHT);
     while !stack.is_empty() {
-        // Up to WAVE differing node pairs are fetched concurrently: over a network the cost
-        // of a diff is its round trips, not its comparisons.
-        let mut wave = Vec::with_capacity(WAVE);
-        while wave.len() < WAVE {
+        // Up to `round` differing node pairs at once, a few concurrent calls per side: over a
+        // network the cost of a diff is its round trips, not its comparisons.
+        let mut keys = Vec::with_capacity(round.min(stack.len()));
+        let mut views_a = Vec::with_capacity(keys.capacity());
+        let mut views_b = Vec::with_capacity(keys.capacity());
+        while keys.len() < round {
             let Some(task) = stack.pop() else { break };
             report.nodes_compared += 1;
             if task.va != task.vb {
-                wave.push(task);
+                keys.push(task.key);
+                views_a.push(task.a);
+                views_b.push(task.b);
             }
         }
-        let fetched = join_all(wave.into_iter().map(|task| async move {
-            let (la, lb) = join2(fetch(a, &task.key, task.a), fetch(b, &task.key, task.b)).await;
-            (task.key, la, lb)
-        }))
-        .await;
-        for (key, la, lb) in fetched {
-            let (la, fetched_a) = la.map_err(DiffError::A)?;
-            let (lb, fetched_b) = lb.map_err(DiffError::B)?;
-            report.children_fetched += u64::from(fetched_a) + u64::from(fetched_b);
+        let (la, lb) =
+            join2(listings(a, &keys, views_a, batch), listings(b, &keys, views_b, batch)).await;
+        let (la, fetched_a, calls_a) = la.map_err(|e| e.side(Side::A, DiffError::A))?;
+        let (lb, fetched_b, calls_b) = lb.map_err(|e| e.side(Side::B, DiffError::B))?;
+        report.children_fetched += fetched_a + fetched_b;
+        report.batches += calls_a + calls_b;
+        report.rounds += u64::from(calls_a + calls_b > 0);
+        for ((key, la), lb) in keys.into_iter().zip(la).zip(lb) {
             report.children_received += (la.len() + lb.len()) as u64;
             expand(key, la, lb, &mut stack, &mut report.differences)
                 .map_err(|(side, key, r)| malformed(side, &key, r))?;
@@ -234,8 +302,27 @@ where
     Ok(report)
 }
 
-/// Node pairs fetched concurrently by [`diff`].
-const WAVE: usize = 32;
+/// Why one side's listings failed.
+enum ListError<E> {
+    Source(E),
+    /// `children_many` answered another number of listings than keys asked.
+    Count(NodeKey),
+}
+
+impl<E> ListError<E> {
+    fn side<EA, EB>(
+        self,
+        side: Side,
+        wrap: impl FnOnce(E) -> DiffError<EA, EB>,
+    ) -> DiffError<EA, EB> {
+        match self {
+            ListError::Source(e) => wrap(e),
+            ListError::Count(key) => {
+                malformed(side, &key, "children_many answered another number of listings")
+            }
+        }
+    }
+}
 
 /// Compare the children of one differing node pair: push the differing child pairs onto
 /// `stack`, record differing ids in `out`.
@@ -273,23 +360,50 @@ fn malformed<EA, EB>(side: Side, key: &NodeKey, reason: &'static str) -> DiffErr
     DiffError::Malformed { side, key: key.clone(), reason }
 }
 
-/// One side's children of `key`: asked from the source only when it holds the node.
-async fn fetch<S: ChildrenSource>(
+/// One side's children of each of `keys` (whose views are `views`, at the same index): the
+/// keys the source holds are asked in up to [`CALLS_IN_FLIGHT`] concurrent `children_many`
+/// calls of at most `batch` keys. Returns the listings, how many keys were asked and in how
+/// many calls.
+async fn listings<S: ChildrenSource>(
     src: &S,
-    key: &NodeKey,
-    view: View,
-) -> Result<(Listing, bool), S::Error> {
-    Ok(match view {
-        View::Real => {
-            let listing = match src.children(key).await? {
-                Children::Buckets(b) => Listing::Buckets(b),
-                Children::Entries(e) => Listing::Entries(e, Vec::new()),
-            };
-            (listing, true)
+    keys: &[NodeKey],
+    views: Vec<View>,
+    batch: usize,
+) -> Result<(Vec<Listing>, u64, u64), ListError<S::Error>> {
+    let real: Vec<NodeKey> = keys
+        .iter()
+        .zip(&views)
+        .filter(|(_, v)| matches!(v, View::Real))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let asked = real.len() as u64;
+    let per_call = real.len().div_ceil(CALLS_IN_FLIGHT).max(MIN_CALL).min(batch).max(1);
+    let calls = real.chunks(per_call).count() as u64;
+    let mut answers = Vec::with_capacity(real.len());
+    for (chunk, answer) in real
+        .chunks(per_call)
+        .zip(join_all(real.chunks(per_call).map(|c| src.children_many(c))).await)
+    {
+        let answer = answer.map_err(ListError::Source)?;
+        if answer.len() != chunk.len() {
+            return Err(ListError::Count(chunk.first().cloned().unwrap_or_default()));
         }
-        View::Virtual(e, h) => (Listing::Entries(e, h), false),
-        View::Absent => (Listing::Entries(Vec::new(), Vec::new()), false),
-    })
+        answers.extend(answer);
+    }
+    answers.reverse();
+    let out = views
+        .into_iter()
+        .map(|view| match view {
+            View::Real => match answers.pop() {
+                Some(Children::Buckets(b)) => Listing::Buckets(b),
+                Some(Children::Entries(e)) => Listing::Entries(e, Vec::new()),
+                None => Listing::Entries(Vec::new(), Vec::new()),
+            },
+            View::Virtual(e, h) => Listing::Entries(e, h),
+            View::Absent => Listing::Entries(Vec::new(), Vec::new()),
+        })
+        .collect();
+    Ok((out, asked, calls))
 }
 
 /// One side's children at bucket level `depth`, by next nibble: real sub-buckets for a split

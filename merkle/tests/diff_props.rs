@@ -8,8 +8,8 @@ use std::future::Future;
 use common::{block_on, digest, digests, id, items};
 use proptest::prelude::*;
 use sync_engine_merkle::{
-    diff, Children, ChildrenSource, DiffError, DiffKind, Difference, Digest, MemTree, NodeKey,
-    NodeValue, ScratchTree, Side,
+    diff, diff_batched, Children, ChildrenSource, DiffError, DiffKind, Difference, Digest, MemTree,
+    NodeKey, NodeValue, ScratchTree, Side,
 };
 
 /// The expected differences of two models beneath `prefix`.
@@ -71,11 +71,65 @@ fn build(shape: Shape, model: &BTreeMap<String, Digest>) -> Source {
 }
 
 fn run(a: &Source, b: &Source, prefix: &str) -> sync_engine_merkle::DiffReport {
+    run_batched(a, b, prefix, sync_engine_merkle::DIFF_BATCH)
+}
+
+/// A source that answers `children_many` itself (one call), refusing batches above `max`.
+struct Batching<'a> {
+    src: &'a Source,
+    max: usize,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl ChildrenSource for Batching<'_> {
+    type Error = String;
+
+    fn node(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
+        let v = match self.src {
+            Source::Mem(t) => t.node(key),
+            Source::Scratch(t) => block_on(ChildrenSource::node(t, key)).unwrap_or(None),
+        };
+        std::future::ready(Ok(v))
+    }
+
+    fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, String>> + Send {
+        std::future::ready(Err(format!("children({key:?}) asked one at a time")))
+    }
+
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<Vec<Children>, String>> + Send {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let out = if keys.len() > self.max {
+            Err(format!("{} keys in one call, at most {}", keys.len(), self.max))
+        } else {
+            Ok(keys
+                .iter()
+                .map(|k| match self.src {
+                    Source::Mem(t) => t.children(k),
+                    Source::Scratch(t) => block_on(ChildrenSource::children(t, k)).unwrap(),
+                })
+                .collect())
+        };
+        std::future::ready(out)
+    }
+}
+
+fn run_batched(
+    a: &Source,
+    b: &Source,
+    prefix: &str,
+    batch: usize,
+) -> sync_engine_merkle::DiffReport {
     let r = match (a, b) {
-        (Source::Mem(a), Source::Mem(b)) => block_on(diff(a, b, prefix)),
-        (Source::Mem(a), Source::Scratch(b)) => block_on(diff(a, b, prefix)),
-        (Source::Scratch(a), Source::Mem(b)) => block_on(diff(a, b, prefix)),
-        (Source::Scratch(a), Source::Scratch(b)) => block_on(diff(a, b, prefix)),
+        (Source::Mem(a), Source::Mem(b)) => block_on(diff_batched(a, b, prefix, batch)),
+        (Source::Mem(a), Source::Scratch(b)) => block_on(diff_batched(a, b, prefix, batch)),
+        (Source::Scratch(a), Source::Mem(b)) => block_on(diff_batched(a, b, prefix, batch)),
+        (Source::Scratch(a), Source::Scratch(b)) => block_on(diff_batched(a, b, prefix, batch)),
     };
     match r {
         Ok(r) => r,
@@ -125,6 +179,99 @@ proptest! {
         if report.differences.is_empty() {
             prop_assert_eq!(report.children_fetched, 0, "equal trees are not descended");
         }
+    }
+
+    #[test]
+    fn batched_diff_equals_the_pairwise_diff(
+        (a, b) in pair(),
+        sa in shape(),
+        sb in shape(),
+        batch in prop_oneof![Just(2usize), Just(7), Just(64), Just(512)],
+        prefix in prop_oneof![Just(String::new()), id(), prop::sample::select(vec!["w", "t1", "a"]).prop_map(String::from)],
+    ) {
+        let (ma, mb) = (digests(&a), digests(&b));
+        let (ta, tb) = (build(sa, &ma), build(sb, &mb));
+        // Batch 1 = one node pair per call: the pairwise walk.
+        let pairwise = run_batched(&ta, &tb, &prefix, 1);
+        let batched = run_batched(&ta, &tb, &prefix, batch);
+        prop_assert_eq!(&batched.differences, &pairwise.differences);
+        prop_assert_eq!(batched.nodes_compared, pairwise.nodes_compared);
+        prop_assert_eq!(batched.children_fetched, pairwise.children_fetched);
+        prop_assert_eq!(batched.children_received, pairwise.children_received);
+        prop_assert!(batched.batches <= pairwise.batches);
+        prop_assert!(batched.rounds <= pairwise.rounds);
+        // Through sources answering children_many natively (and refusing single questions).
+        let (na, nb) = (
+            Batching { src: &ta, max: batch, calls: 0.into() },
+            Batching { src: &tb, max: batch, calls: 0.into() },
+        );
+        let native = block_on(diff_batched(&na, &nb, &prefix, batch));
+        prop_assert!(native.is_ok(), "{:?}", native.err());
+        let native = native.unwrap_or_default();
+        prop_assert_eq!(&native.differences, &pairwise.differences);
+        let calls = na.calls.load(std::sync::atomic::Ordering::SeqCst)
+            + nb.calls.load(std::sync::atomic::Ordering::SeqCst);
+        prop_assert_eq!(calls, native.batches);
+    }
+}
+
+#[test]
+fn batched_diff_round_trips_grow_with_depth_not_differences() {
+    let mut a = MemTree::new();
+    for n in 0..50_000 {
+        let id = format!("items.{n}");
+        a.upsert(&id, digest(&id, 0)).unwrap();
+    }
+    let mut b = a.clone();
+    for n in (0..50_000).step_by(100) {
+        let id = format!("items.{n}");
+        b.upsert(&id, digest(&id, 1)).unwrap();
+    }
+    let (sa, sb) = (Source::Mem(a), Source::Mem(b));
+    let pairwise = run_batched(&sa, &sb, "", 1);
+    let batched = run(&sa, &sb, "");
+    assert_eq!(batched.differences.len(), 500);
+    assert_eq!(batched.differences, pairwise.differences);
+    // 500 differing leaves spread over every bucket: hundreds of node pairs, yet each tree
+    // level costs one round of calls (a few concurrent calls per side).
+    assert!(pairwise.batches > 1_000, "{pairwise:?}");
+    assert!(batched.rounds <= 8, "{} rounds", batched.rounds);
+    assert!(batched.batches <= 2 * 8 * 4, "{} calls", batched.batches);
+}
+
+/// A source whose `children_many` drops the last answer.
+struct Short(MemTree);
+
+impl ChildrenSource for Short {
+    type Error = String;
+    fn node(
+        &self,
+        key: &NodeKey,
+    ) -> impl Future<Output = Result<Option<NodeValue>, String>> + Send {
+        std::future::ready(Ok(self.0.node(key)))
+    }
+    fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, String>> + Send {
+        std::future::ready(Ok(self.0.children(key)))
+    }
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<Vec<Children>, String>> + Send {
+        let mut out: Vec<Children> = keys.iter().map(|k| self.0.children(k)).collect();
+        out.pop();
+        std::future::ready(Ok(out))
+    }
+}
+
+#[test]
+fn a_batch_answer_of_the_wrong_length_is_malformed() {
+    let a = MemTree::from_items([("t1.a", digest("a", 0)), ("t2.b", digest("b", 0))]).unwrap();
+    let b = MemTree::new();
+    match block_on(diff(&Short(a), &b, "")) {
+        Err(DiffError::Malformed { side: Side::A, reason, .. }) => {
+            assert!(reason.contains("number of listings"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use crate::error::{self, BACKEND};
 use crate::keys::nibbles_hex;
 use crate::node::{self, Slot};
-use crate::store::RedisStore;
+use crate::store::{eval_pipeline, RedisStore};
 
 /// What `read.lua` answered.
 enum Reply {
@@ -130,47 +130,90 @@ impl RedisStore {
         key: &NodeKey,
         mode: &'static str,
     ) -> Result<Reply> {
+        self.read_nodes(op, std::slice::from_ref(key), mode)
+            .await?
+            .pop()
+            .ok_or_else(|| error::contract(op, "read script gave no answer"))
+    }
+
+    /// One `read.lua` answer per key, in the order asked: every question in ONE pipeline
+    /// (each script answers atomically). Fold first: while the change log is not empty the
+    /// script refuses to answer; the store folds and asks those keys again, and after a few
+    /// folds under a steady stream of writes answers anyway (the tree then describes the data
+    /// as of a moment during this call).
+    async fn read_nodes(
+        &self,
+        op: &'static str,
+        keys: &[NodeKey],
+        mode: &'static str,
+    ) -> Result<Vec<Reply>> {
         let invalid = |what: String| Error::invalid(what).with_operation(op).with_backend(BACKEND);
-        validate_path(&key.path).map_err(|e| invalid(format!("node path: {e}")))?;
-        if key.bucket.len() > MAX_BUCKET_NIBBLES {
-            return Err(invalid(format!(
-                "bucket of {} nibbles, at most {MAX_BUCKET_NIBBLES}",
-                key.bucket.len()
-            )));
+        let mut questions = Vec::with_capacity(keys.len());
+        for key in keys {
+            validate_path(&key.path).map_err(|e| invalid(format!("node path: {e}")))?;
+            if key.bucket.len() > MAX_BUCKET_NIBBLES {
+                return Err(invalid(format!(
+                    "bucket of {} nibbles, at most {MAX_BUCKET_NIBBLES}",
+                    key.bucket.len()
+                )));
+            }
+            let hex =
+                nibbles_hex(&key.bucket).ok_or_else(|| invalid("bucket byte above 15".into()))?;
+            questions.push((self.inner.keys.node(&key.path, ""), key.path.as_str(), hex));
         }
-        let hex = nibbles_hex(&key.bucket).ok_or_else(|| invalid("bucket byte above 15".into()))?;
         let inner = &self.inner;
-        let (record, log) = (inner.keys.node(&key.path, ""), inner.keys.log());
-        let (record, log, hex) = (&record, &log, &hex);
-        // Fold first; under a steady stream of writes, answer after a few folds anyway (the
-        // tree then describes the data as of a moment during this call).
+        let log = inner.keys.log();
+        let sha = inner.read.get_hash();
+        let mut answers: Vec<Option<Reply>> = keys.iter().map(|_| None).collect();
+        let mut open: Vec<usize> = (0..keys.len()).collect();
         for attempt in 0..FOLD_ATTEMPTS {
+            if open.is_empty() {
+                break;
+            }
             let check = if attempt + 1 < FOLD_ATTEMPTS { "1" } else { "0" };
-            let span = tracing::debug_span!("redis.merkle", op, depth = key.bucket.len());
-            let reply: Value = self
-                .run(op, |mut c| async move {
-                    inner
-                        .read
-                        .key(record)
-                        .key(log)
-                        .arg(inner.keys.base())
-                        .arg(&key.path)
-                        .arg(hex)
-                        .arg(mode)
-                        .arg(check)
-                        .invoke_async(&mut c)
-                        .await
-                })
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &i in &open {
+                let (record, path, hex) = &questions[i];
+                pipe.cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(2)
+                    .arg(record)
+                    .arg(&log)
+                    .arg(inner.keys.base())
+                    .arg(*path)
+                    .arg(hex)
+                    .arg(mode)
+                    .arg(check);
+            }
+            let pipe = &pipe;
+            let span = tracing::debug_span!("redis.merkle", op, nodes = open.len(), attempt);
+            let replies = self
+                .run(op, |mut c| async move { eval_pipeline(&mut c, &inner.read, pipe).await })
                 .instrument(span)
                 .await?;
-            match decode(op, &reply)? {
-                Reply::Pending => {
-                    self.fold().await?;
-                }
-                other => return Ok(other),
+            if replies.len() != open.len() {
+                return Err(error::contract(
+                    op,
+                    "read pipeline answered another number of replies",
+                ));
             }
+            let mut pending = Vec::new();
+            for (i, reply) in open.into_iter().zip(&replies) {
+                match decode(op, reply)? {
+                    Reply::Pending => pending.push(i),
+                    other => answers[i] = Some(other),
+                }
+            }
+            if !pending.is_empty() {
+                self.fold().await?;
+            }
+            open = pending;
         }
-        Err(error::contract(op, "read script asked for a fold after the last attempt"))
+        if !open.is_empty() {
+            return Err(error::contract(op, "read script asked for a fold after the last attempt"));
+        }
+        Ok(answers.into_iter().flatten().collect())
     }
 }
 
@@ -197,23 +240,45 @@ impl MerkleStore for RedisStore {
     }
 
     async fn children(&self, key: &NodeKey) -> Result<Children> {
-        Ok(match self.read_node("merkle_children", key, "children").await? {
-            Reply::Absent => Children::Entries(Vec::new()),
-            Reply::Buckets(vals) => Children::Buckets(
-                vals.into_iter()
-                    .enumerate()
-                    .filter(|(_, v)| v.count != 0)
-                    .map(|(n, v)| (n as u8, v))
-                    .collect(),
-            ),
-            Reply::Entries { depth, entries } => {
-                let mut entries = narrow(entries, &key.bucket, depth);
-                sort(&mut entries);
-                Children::Entries(entries)
-            }
-            Reply::Value(_) | Reply::Pending => {
-                return Err(error::contract("merkle_children", "read script answered a value"))
-            }
-        })
+        listing(self.read_node("merkle_children", key, "children").await?, key)
     }
+
+    /// All questions in one pipeline of `read.lua` calls (see `read_nodes`), in chunks of
+    /// [`CHILDREN_PER_PIPELINE`].
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHILDREN_PER_PIPELINE) {
+            for (key, reply) in
+                chunk.iter().zip(self.read_nodes("merkle_children", chunk, "children").await?)
+            {
+                out.push(listing(reply, key)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Node questions sent in one pipeline by `children_many`.
+const CHILDREN_PER_PIPELINE: usize = 1024;
+
+/// The children of `key` from its `read.lua` answer.
+fn listing(reply: Reply, key: &NodeKey) -> Result<Children> {
+    Ok(match reply {
+        Reply::Absent => Children::Entries(Vec::new()),
+        Reply::Buckets(vals) => Children::Buckets(
+            vals.into_iter()
+                .enumerate()
+                .filter(|(_, v)| v.count != 0)
+                .map(|(n, v)| (n as u8, v))
+                .collect(),
+        ),
+        Reply::Entries { depth, entries } => {
+            let mut entries = narrow(entries, &key.bucket, depth);
+            sort(&mut entries);
+            Children::Entries(entries)
+        }
+        Reply::Value(_) | Reply::Pending => {
+            return Err(error::contract("merkle_children", "read script answered a value"))
+        }
+    })
 }

@@ -37,8 +37,10 @@ async fn check_walk(store: &dyn MerkleStore, items: &[SyncItem], start: NodeKey)
     let value_of = |k: &NodeKey| oracle.node(k).unwrap_or_default();
     let mut stack = vec![start];
     let (mut widest, mut visited) = (0, 0);
+    let mut walked = Vec::new();
     while let Some(key) = stack.pop() {
         visited += 1;
+        walked.push(key.clone());
         let value = store.node(&key).await.unwrap().unwrap_or_default();
         assert_eq!(value, value_of(&key), "node {key:?}");
         match store.children(&key).await.unwrap() {
@@ -71,12 +73,20 @@ async fn check_walk(store: &dyn MerkleStore, items: &[SyncItem], start: NodeKey)
                 if key.bucket.len() < 20 {
                     for n in [0u8, 7, 15] {
                         let deeper = key.child_bucket(n);
+                        walked.push(deeper.clone());
                         let got = store.node(&deeper).await.unwrap().unwrap_or_default();
                         assert_eq!(got, value_of(&deeper), "narrowed {deeper:?}");
                     }
                 }
             }
         }
+    }
+    // Asked all at once (one pipeline per chunk), every node answers as asked alone.
+    walked.push(NodeKey::path("no.such.path"));
+    let many = store.children_many(&walked).await.unwrap();
+    assert_eq!(many.len(), walked.len());
+    for (key, got) in walked.iter().zip(many) {
+        assert_eq!(got, store.children(key).await.unwrap(), "children_many of {key:?}");
     }
     (widest, visited)
 }
@@ -105,6 +115,14 @@ async fn wide_nodes_answer_with_bounded_buckets_and_exact_diffs() {
         let entries: Vec<CacheEntry> = chunk.iter().cloned().map(CacheEntry::new).collect();
         assert_eq!(store.put_batch(&entries).await.unwrap().applied, chunk.len());
     }
+    // Fold first: asked right after the writes, a batch of questions sees all of them.
+    let top = store.children_many(&[NodeKey::path(&ns)]).await.unwrap();
+    let listed = match &top[..] {
+        [Children::Buckets(b)] => sum(b.iter().map(|(_, v)| *v)),
+        [Children::Entries(e)] => sum(e.iter().map(|x| x.value())),
+        other => panic!("{} listings for one key", other.len()),
+    };
+    assert_eq!(listed.count, items.len() as u64, "children_many answered before the fold");
     let (widest, visited) = check_walk(&*store, &items, NodeKey::path(&ns)).await;
     assert!(widest <= cap, "an entry listing of {widest} entries exceeds the cap {cap}");
     assert!(visited > 3000 / cap, "the wide node was not split: {visited} nodes");

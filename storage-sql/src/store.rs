@@ -233,4 +233,9 @@ impl MerkleStore for SqlStore {
     async fn children(&self, key: &NodeKey) -> Result<Children, Error> {
         dispatch!(self, c => crate::tree::children(&c.driver, key).await.map_err(|f| c.ctx.error("merkle_children", f)))
     }
+
+    #[tracing::instrument(skip_all, fields(backend = self.dialect.backend(), nodes = keys.len()))]
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>, Error> {
+        dispatch!(self, c => crate::tree::children_many(&c.driver, keys).await.map_err(|f| c.ctx.error("merkle_children", f)))
+    }
 }

@@ -168,6 +168,10 @@ impl MerkleStore for ReconnectingL2 {
     async fn children(&self, key: &NodeKey) -> Result<Children> {
         self.store("merkle_children").await?.children(key).await
     }
+
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        self.store("merkle_children").await?.children_many(keys).await
+    }
 }
 
 #[async_trait]
@@ -213,5 +217,9 @@ impl MerkleStore for ReconnectingL3 {
 
     async fn children(&self, key: &NodeKey) -> Result<Children> {
         self.store("merkle_children").await?.children(key).await
+    }
+
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        self.store("merkle_children").await?.children_many(keys).await
     }
 }

@@ -325,11 +325,35 @@ async fn repair_phase(
     }
     out.plain("repair_1pct.differing", report.differing as f64, "ids");
     out.plain("repair_1pct.nodes_compared", report.nodes_compared as f64, "nodes");
+    out.plain("repair_1pct.diff_round_trips", report.diff_round_trips as f64, "calls");
+    out.plain("repair_1pct.diff_s", report.diff_duration.as_secs_f64(), "s");
+    out.plain("repair_1pct.diff_l2_wait_s", report.diff_l2_wait.as_secs_f64(), "s");
+    out.plain("repair_1pct.diff_l3_wait_s", report.diff_l3_wait.as_secs_f64(), "s");
+    out.plain("repair_1pct.copy_s", took.saturating_sub(report.diff_duration).as_secs_f64(), "s");
     out.plain("verify_in_sync_s", verify_after.as_secs_f64(), "s");
     let base = out.plain("full_resync_s", full.as_secs_f64(), "s");
     out.plain("repair_1pct_s", took.as_secs_f64(), "s");
     out.vs("repair_1pct.vs_full_resync", took.as_secs_f64(), "s", &base);
     Ok(())
+}
+
+/// Only phase 5 (`SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY=1`): fresh tiers, a write-behind ingest
+/// of `p.n` items until durable everywhere, then the repair of 1% against a full resync.
+pub async fn repair_only(env: &Env, p: &Params, out: &mut Out) -> Result<(), String> {
+    let names = Names::new(env, out.setup, out.shape, "repair");
+    let data = batches(out.shape, 0x5eed ^ out.shape as u64, 0, p.n);
+    let (engine, tiers, (rate, _, _)) = match engine_rep(env, &names, &data).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = destroy(env, &names).await;
+            return Err(e);
+        }
+    };
+    drop(data);
+    log(out, format!("ingested {} items at {rate:.0}/s", p.n));
+    let result = repair_phase(env, out, &tiers, &engine, &names, p.n).await;
+    stop_destroy(engine, tiers, &names).await?;
+    result
 }
 
 /// Submit latency at 80% of the sustained ingest rate, then durable submits from 16 tasks

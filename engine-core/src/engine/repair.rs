@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,16 @@ pub struct RepairReport {
     pub in_sync: bool,
     /// Merkle node pairs compared by the diff.
     pub nodes_compared: u64,
+    /// Sequential round trips of the diff (rounds of batched children questions to both tiers,
+    /// a few concurrent calls per tier each).
+    pub diff_round_trips: u64,
+    /// Wall time of the diff (the rest of `duration` is reading L3 and writing L2).
+    pub diff_duration: Duration,
+    /// Time the diff waited on L2's answers (summed over its calls; the tiers are asked
+    /// concurrently, so the two waits overlap).
+    pub diff_l2_wait: Duration,
+    /// Time the diff waited on L3's answers.
+    pub diff_l3_wait: Duration,
     /// Ids that differed.
     pub differing: usize,
     /// Ids written into L2 from L3.
@@ -52,8 +62,9 @@ pub struct RepairReport {
     pub duration: Duration,
 }
 
-/// A `MerkleStore` seen as the Merkle crate's diff source.
-struct Source(Arc<dyn MerkleStore>);
+/// A `MerkleStore` seen as the Merkle crate's diff source, summing the time spent waiting on
+/// its `children_many` answers (nanoseconds).
+struct Source(Arc<dyn MerkleStore>, Arc<AtomicU64>);
 
 impl ChildrenSource for Source {
     type Error = Error;
@@ -66,6 +77,20 @@ impl ChildrenSource for Source {
     fn children(&self, key: &NodeKey) -> impl Future<Output = Result<Children, Error>> + Send {
         let (store, key) = (self.0.clone(), key.clone());
         async move { store.children(&key).await }
+    }
+
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<Vec<Children>, Error>> + Send {
+        let (store, keys, waited) = (self.0.clone(), keys.to_vec(), self.1.clone());
+        async move {
+            let started = Instant::now();
+            let answer = store.children_many(&keys).await;
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            waited.fetch_add(nanos, Ordering::Relaxed);
+            answer
+        }
     }
 }
 
@@ -131,6 +156,10 @@ pub(crate) async fn run(
         prefix: prefix.to_owned(),
         in_sync: roots_equal && corrupt.is_empty(),
         nodes_compared: 1,
+        diff_round_trips: 0,
+        diff_duration: Duration::ZERO,
+        diff_l2_wait: Duration::ZERO,
+        diff_l3_wait: Duration::ZERO,
         differing: 0,
         repaired: 0,
         removed: 0,
@@ -143,9 +172,14 @@ pub(crate) async fn run(
     };
     let mut in_diff: BTreeSet<String> = BTreeSet::new();
     if !roots_equal {
-        let l2_src = Source(l2.clone());
-        let l3_src = Source(inner.l3.clone());
+        let l2_src = Source(l2.clone(), Arc::default());
+        let l3_src = Source(inner.l3.clone(), Arc::default());
+        let diff_started = Instant::now();
         let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
+        report.diff_duration = diff_started.elapsed();
+        report.diff_l2_wait = Duration::from_nanos(l2_src.1.load(Ordering::Relaxed));
+        report.diff_l3_wait = Duration::from_nanos(l3_src.1.load(Ordering::Relaxed));
+        report.diff_round_trips = d.rounds;
         report.nodes_compared = d.nodes_compared;
         report.differing = d.differences.len();
         report.sample = d.differences.iter().take(100).map(|x| x.id.clone()).collect();
@@ -211,6 +245,9 @@ pub(crate) async fn run(
     tracing::info!(
         differing = report.differing,
         corrupt = report.corrupt,
+        nodes_compared = report.nodes_compared,
+        diff_round_trips = report.diff_round_trips,
+        diff_ms = report.diff_duration.as_millis() as u64,
         repaired = report.repaired,
         removed = report.removed,
         "L2 compared with L3"

@@ -207,6 +207,11 @@ impl<T: MerkleStore> MerkleStore for Faulty<T> {
         self.plan.check("merkle_children").await?;
         self.inner.children(key).await
     }
+    /// One call of the wrapped store (one `merkle_children` check), as a batch costs it.
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>> {
+        self.plan.check("merkle_children").await?;
+        self.inner.children_many(keys).await
+    }
 }
 
 #[async_trait]

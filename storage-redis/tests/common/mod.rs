@@ -140,6 +140,14 @@ impl ChildrenSource for Src {
         let (store, key) = (self.0.clone(), key.clone());
         async move { store.children(&key).await }
     }
+
+    fn children_many(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl std::future::Future<Output = Result<Vec<Children>, Self::Error>> + Send {
+        let (store, keys) = (self.0.clone(), keys.to_vec());
+        async move { store.children_many(&keys).await }
+    }
 }
 
 /// A private redis-server child on a free loopback port, for tests that kill or restart it.

@@ -5,6 +5,7 @@
 //! (`content` module).
 
 mod content;
+mod entries;
 mod rows;
 mod schema;
 mod writes;
@@ -320,6 +321,14 @@ impl Driver for MySqlDriver {
             out.push(EntryRow::Path { path: child, value, seghash: r.try_get(3)? });
         }
         Ok(out)
+    }
+
+    async fn read_entries_many(
+        &self,
+        c: &mut MySqlConnection,
+        questions: &[(String, (u64, u64))],
+    ) -> Fallible<Vec<Vec<EntryRow>>> {
+        self.entries_many(c, questions).await
     }
 
     async fn get_many(&self, ids: &[&str]) -> Fallible<Vec<StoredItem>> {

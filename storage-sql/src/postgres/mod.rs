@@ -2,6 +2,7 @@
 //! `= ANY`), so every statement has a fixed text (prepared once per connection) and no
 //! bind-parameter limit applies; the tree lock is `SELECT ... FOR UPDATE` on the lock row.
 
+mod entries;
 mod rows;
 mod schema;
 mod writes;
@@ -44,6 +45,8 @@ struct Sql {
     delete_buckets: Arc<str>,
     entries_leaves: Arc<str>,
     entries_paths: Arc<str>,
+    entries_leaves_many: Arc<str>,
+    entries_paths_many: Arc<str>,
     get_one: Arc<str>,
     get_many: Arc<str>,
     scan: [Arc<str>; 8],
@@ -58,6 +61,7 @@ impl Sql {
     fn new(p: &str) -> Sql {
         let s = |x: String| -> Arc<str> { x.into() };
         let live = "NOT tombstone";
+        let [many_leaves, many_paths] = entries::statements(p);
         let item_cols = "id, version, content_hash, tombstone, updated_at, content, state";
         let insert = format!(
             "INSERT INTO {p}items (id, parent, seghash, version, content_hash, tombstone, \
@@ -124,6 +128,8 @@ impl Sql {
                 "SELECT path, acc, leaves, seghash FROM {p}paths \
                  WHERE parent = $1 AND seghash BETWEEN $2 AND $3"
             )),
+            entries_leaves_many: s(many_leaves),
+            entries_paths_many: s(many_paths),
             get_one: s(format!("SELECT {item_cols} FROM {p}items WHERE id = $1 AND {live}")),
             get_many: s(format!("SELECT {item_cols} FROM {p}items WHERE id = ANY($1) AND {live}")),
             scan: crate::sqlgen::scan_statements(scan),
@@ -290,6 +296,14 @@ impl Driver for PgDriver {
             out.push(EntryRow::Path { path: child, value, seghash: from_ord(r.try_get(3)?) });
         }
         Ok(out)
+    }
+
+    async fn read_entries_many(
+        &self,
+        c: &mut PgConnection,
+        questions: &[(String, (u64, u64))],
+    ) -> Fallible<Vec<Vec<EntryRow>>> {
+        self.entries_many(c, questions).await
     }
 
     async fn get_many(&self, ids: &[&str]) -> Fallible<Vec<StoredItem>> {

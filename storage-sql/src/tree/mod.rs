@@ -23,7 +23,7 @@ use crate::driver::{BucketKey, BucketRow, Conn, Driver, PathRow};
 use crate::error::{Failure, Fallible};
 
 pub(crate) use cache::{NodeCache, Touched};
-pub(crate) use read::{children, node};
+pub(crate) use read::{children, children_many, node};
 pub(crate) use split::split_node;
 
 use plan::{SplitTarget, TreePlan};

@@ -4,6 +4,10 @@
 //! bucket rows. A stored row answers with its value (and, when split, its sub-bucket rows); a
 //! key at or below a flat node is answered from that node's entries, filtered by the key's
 //! nibbles, so `children` always lists values that sum to `node` of the same key.
+//!
+//! `children_many` answers many keys on one connection with a few set-based queries, whatever
+//! their number: path rows, the bucket chains above the keys, the sub-bucket rows of the split
+//! ones and the entries of the flat ones (each query chunked under the driver's bind limits).
 
 use std::collections::HashMap;
 
@@ -12,7 +16,7 @@ use sync_engine_core::merkle::{
 };
 
 use crate::codec::{bucket_range, segment_under, MAX_STORED_DEPTH};
-use crate::driver::{BucketKey, Conn, Driver, EntryRow};
+use crate::driver::{BucketKey, BucketRow, Conn, Driver, EntryRow, PathRow};
 use crate::error::Fallible;
 
 /// Where a key lies in the stored tree.
@@ -33,30 +37,49 @@ async fn locate<D: Driver>(d: &D, c: &mut Conn<D>, key: &NodeKey) -> Fallible<Lo
     let Some(prow) = d.read_paths(c, &[key.path.as_str()]).await?.pop() else {
         return Ok(Located::Absent);
     };
-    if key.bucket.is_empty() {
-        return Ok(Located::Node(prow.value, prow.split));
-    }
-    if !prow.split {
-        return Ok(Located::BelowFlat);
-    }
-    let reach = key.bucket.len().min(usize::from(prow.depth)).min(MAX_STORED_DEPTH);
-    let keys: Vec<BucketKey> =
-        (1..=reach).map(|k| (key.path.clone(), key.bucket[..k].to_vec())).collect();
-    let rows: HashMap<usize, _> = if keys.is_empty() {
+    let keys = chain(&prow, key);
+    let rows: HashMap<Vec<u8>, BucketRow> = if keys.is_empty() {
         HashMap::new()
     } else {
-        d.read_buckets(c, &keys).await?.into_iter().map(|r| (r.bucket.len(), r)).collect()
+        d.read_buckets(c, &keys).await?.into_iter().map(|r| (r.bucket.clone(), r)).collect()
     };
-    for k in 1..=key.bucket.len() {
-        let Some(r) = rows.get(&k) else { return Ok(Located::Absent) };
+    Ok(place(Some(&prow), key, |b| rows.get(b)))
+}
+
+/// The bucket rows that locate `key` below its path row `prow`: every stored level above and
+/// at the key (none for the path node itself or an unsplit path).
+fn chain(prow: &PathRow, key: &NodeKey) -> Vec<BucketKey> {
+    if key.bucket.is_empty() || !prow.split {
+        return Vec::new();
+    }
+    let reach = key.bucket.len().min(usize::from(prow.depth)).min(MAX_STORED_DEPTH);
+    (1..=reach).map(|k| (key.path.clone(), key.bucket[..k].to_vec())).collect()
+}
+
+/// Where `key` lies, given its path row and the bucket rows of [`chain`] (by nibbles).
+fn place<'a>(
+    prow: Option<&PathRow>,
+    key: &NodeKey,
+    row: impl Fn(&[u8]) -> Option<&'a BucketRow>,
+) -> Located {
+    let Some(prow) = prow else { return Located::Absent };
+    if key.bucket.is_empty() {
+        return Located::Node(prow.value, prow.split);
+    }
+    if !prow.split {
+        return Located::BelowFlat;
+    }
+    let reach = key.bucket.len().min(usize::from(prow.depth)).min(MAX_STORED_DEPTH);
+    for k in 1..=reach {
+        let Some(r) = row(&key.bucket[..k]) else { return Located::Absent };
         if k == key.bucket.len() {
-            return Ok(Located::Node(r.value, r.split));
+            return Located::Node(r.value, r.split);
         }
         if !r.split {
-            return Ok(Located::BelowFlat);
+            return Located::BelowFlat;
         }
     }
-    Ok(Located::Absent)
+    Located::Absent
 }
 
 /// The entries of path node `path` in bucket `bucket` (every entry when empty), sorted by
@@ -67,7 +90,11 @@ pub(crate) async fn entries_of<D: Driver>(
     path: &str,
     bucket: &[u8],
 ) -> Fallible<Vec<Entry>> {
-    let rows = d.read_entries(c, path, bucket_range(bucket)).await?;
+    entries_from(path, bucket, d.read_entries(c, path, bucket_range(bucket)).await?)
+}
+
+/// The entries of bucket `bucket` of `path` from the rows of its `seghash` range.
+fn entries_from(path: &str, bucket: &[u8], rows: Vec<EntryRow>) -> Fallible<Vec<Entry>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let entry = match row {
@@ -118,26 +145,106 @@ pub(crate) async fn children<D: Driver>(d: &D, key: &NodeKey) -> Fallible<Childr
     let mut c = d.pool().acquire().await?;
     match locate(d, &mut c, key).await? {
         Located::Node(_, true) => {
-            let keys: Vec<BucketKey> = (0..16u8)
-                .map(|n| {
-                    let mut b = key.bucket.clone();
-                    b.push(n);
-                    (key.path.clone(), b)
-                })
-                .collect();
-            let mut listed: Vec<(u8, NodeValue)> = d
-                .read_buckets(&mut c, &keys)
-                .await?
-                .into_iter()
-                .filter(|r| r.value.count != 0)
-                .filter_map(|r| r.bucket.last().map(|&n| (n, r.value)))
-                .collect();
-            listed.sort_by_key(|(n, _)| *n);
-            Ok(Children::Buckets(listed))
+            let rows = d.read_buckets(&mut c, &sub_buckets(key)).await?;
+            Ok(Children::Buckets(listed(rows)))
         }
         Located::Node(_, false) | Located::BelowFlat => {
             Ok(Children::Entries(entries_of(d, &mut c, &key.path, &key.bucket).await?))
         }
         Located::Absent => Ok(Children::Entries(Vec::new())),
     }
+}
+
+/// The keys of the 16 sub-buckets of `key`.
+fn sub_buckets(key: &NodeKey) -> Vec<BucketKey> {
+    (0..16u8)
+        .map(|n| {
+            let mut b = key.bucket.clone();
+            b.push(n);
+            (key.path.clone(), b)
+        })
+        .collect()
+}
+
+/// The non-empty sub-bucket rows of one node as its listing, by nibble.
+fn listed(rows: impl IntoIterator<Item = BucketRow>) -> Vec<(u8, NodeValue)> {
+    let mut listed: Vec<(u8, NodeValue)> = rows
+        .into_iter()
+        .filter(|r| r.value.count != 0)
+        .filter_map(|r| r.bucket.last().map(|&n| (n, r.value)))
+        .collect();
+    listed.sort_by_key(|(n, _)| *n);
+    listed
+}
+
+/// The children of each of `keys`, at the same index (what [`children`] answers for each), in
+/// at most four set-based queries on one connection: path rows, bucket chains, sub-bucket rows
+/// of the split nodes, entries of the flat ones.
+pub(crate) async fn children_many<D: Driver>(d: &D, keys: &[NodeKey]) -> Fallible<Vec<Children>> {
+    let mut out: Vec<Children> = keys.iter().map(|_| Children::Entries(Vec::new())).collect();
+    let asked: Vec<usize> = (0..keys.len()).filter(|&i| well_formed(&keys[i])).collect();
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let mut c = d.pool().acquire().await?;
+    let mut paths: Vec<&str> = asked.iter().map(|&i| keys[i].path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let prows: HashMap<String, PathRow> =
+        d.read_paths(&mut c, &paths).await?.into_iter().map(|r| (r.path.clone(), r)).collect();
+    let mut chains: Vec<BucketKey> = asked
+        .iter()
+        .filter_map(|&i| prows.get(&keys[i].path).map(|p| chain(p, &keys[i])))
+        .flatten()
+        .collect();
+    chains.sort_unstable();
+    chains.dedup();
+    let rows: HashMap<BucketKey, BucketRow> = if chains.is_empty() {
+        HashMap::new()
+    } else {
+        let rows = d.read_buckets(&mut c, &chains).await?;
+        rows.into_iter().map(|r| ((r.path.clone(), r.bucket.clone()), r)).collect()
+    };
+    let (mut split, mut flat) = (Vec::new(), Vec::new());
+    for &i in &asked {
+        let key = &keys[i];
+        let row = |b: &[u8]| rows.get(&(key.path.clone(), b.to_vec()));
+        match place(prows.get(&key.path), key, row) {
+            Located::Node(_, true) => split.push(i),
+            Located::Node(_, false) | Located::BelowFlat => flat.push(i),
+            Located::Absent => {}
+        }
+    }
+    if !split.is_empty() {
+        let mut subs: Vec<BucketKey> = split.iter().flat_map(|&i| sub_buckets(&keys[i])).collect();
+        // A key asked twice is read once (some drivers answer a repeated key twice).
+        subs.sort_unstable();
+        subs.dedup();
+        let mut by_node: HashMap<BucketKey, Vec<BucketRow>> = HashMap::new();
+        for r in d.read_buckets(&mut c, &subs).await? {
+            if let Some((_, above)) = r.bucket.split_last() {
+                by_node.entry((r.path.clone(), above.to_vec())).or_default().push(r);
+            }
+        }
+        for i in split {
+            let node = (keys[i].path.clone(), keys[i].bucket.clone());
+            out[i] = Children::Buckets(listed(by_node.get(&node).cloned().unwrap_or_default()));
+        }
+    }
+    if !flat.is_empty() {
+        let questions: Vec<(String, (u64, u64))> =
+            flat.iter().map(|&i| (keys[i].path.clone(), bucket_range(&keys[i].bucket))).collect();
+        let answers = d.read_entries_many(&mut c, &questions).await?;
+        if answers.len() != questions.len() {
+            return Err(crate::error::Failure::Contract(format!(
+                "{} entry lists for {} questions",
+                answers.len(),
+                questions.len()
+            )));
+        }
+        for (i, rows) in flat.into_iter().zip(answers) {
+            out[i] = Children::Entries(entries_from(&keys[i].path, &keys[i].bucket, rows)?);
+        }
+    }
+    Ok(out)
 }

@@ -67,6 +67,37 @@ impl ChildrenSource for Src<'_> {
     async fn children(&self, key: &NodeKey) -> Result<Children, Self::Error> {
         self.0.children(key).await
     }
+
+    async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>, Self::Error> {
+        self.0.children_many(keys).await
+    }
+}
+
+/// `children_many` answers exactly what `children` answers for each key, in order: asked
+/// for `keys`, for the sub-buckets and a deeper bucket of each, twice each, and for keys
+/// that do not exist.
+pub async fn children_many_agrees(store: &SqlStore, keys: &[NodeKey]) {
+    let mut asked = Vec::new();
+    for k in keys {
+        asked.push(k.clone());
+        for n in [0u8, 5, 15] {
+            asked.push(k.child_bucket(n));
+        }
+        asked.push(k.child_bucket(3).child_bucket(9).child_bucket(1));
+        asked.push(k.clone());
+    }
+    asked.push(NodeKey::path("no.such.path"));
+    asked.push(NodeKey { path: "no..path".into(), bucket: vec![1] });
+    let mut one_by_one = Vec::new();
+    for k in &asked {
+        one_by_one.push(store.children(k).await.unwrap());
+    }
+    let many = store.children_many(&asked).await.unwrap();
+    assert_eq!(many.len(), asked.len());
+    for ((k, a), b) in asked.iter().zip(&many).zip(&one_by_one) {
+        assert_eq!(a, b, "children_many and children disagree on {k:?}");
+    }
+    assert!(store.children_many(&[]).await.unwrap().is_empty());
 }
 
 fn oid(s: &str) -> ObjectId {
@@ -195,6 +226,11 @@ pub async fn check_against_reference(
         }
         let d = diff(&Src(store), &Src(&reference), ns).await.unwrap();
         assert!(d.differences.is_empty(), "diff of equal trees: {:?}", d.differences);
+        let mut keys = vec![NodeKey::path(ns)];
+        for id in universe {
+            keys.push(NodeKey::path(id.rsplit_once('.').map_or("", |(p, _)| p)));
+        }
+        children_many_agrees(store, &keys).await;
     }
     let check = store.verify_merkle().await.unwrap();
     assert!(check.is_ok(), "{:?}", check.problems);
@@ -264,7 +300,9 @@ pub async fn wide_node(store: &SqlStore, threshold: usize, n: usize) {
     // Walk the stored tree under the wide node: every listing is bounded.
     let mut stack = vec![NodeKey::path(path.clone())];
     let mut leaves = 0;
+    let mut walked = Vec::new();
     while let Some(k) = stack.pop() {
+        walked.push(k.clone());
         match store.children(&k).await.unwrap() {
             Children::Buckets(b) => {
                 assert!(b.len() <= 16);
@@ -283,6 +321,7 @@ pub async fn wide_node(store: &SqlStore, threshold: usize, n: usize) {
         }
     }
     assert_eq!(leaves, n);
+    children_many_agrees(store, &walked).await;
     assert_eq!(
         store.subtree_hash(&path).await.unwrap(),
         reference.node(&NodeKey::path(path.clone())).unwrap().hash()
