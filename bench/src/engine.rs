@@ -198,6 +198,12 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>, String> {
     result
 }
 
+/// True when `name` is in the comma-separated `SYNC_ENGINE_BENCH_ENGINE_SETUPS` list, or no
+/// list was given.
+fn selected(only: Option<&str>, name: &str) -> bool {
+    only.is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+}
+
 async fn repair_only(
     env: &Env,
     p: &Params,
@@ -205,7 +211,7 @@ async fn repair_only(
     mut figs: Vec<Figure>,
 ) -> Result<Vec<Figure>, String> {
     for setup in Setup::ALL.into_iter().filter(|s| s.has_l2()) {
-        if only.is_some_and(|o| !o.split(',').any(|s| s.trim() == setup.name())) {
+        if !selected(only, setup.name()) {
             continue;
         }
         if let Some(why) = setup::unreachable(env, setup).await {
@@ -242,13 +248,13 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
     if std::env::var("SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY").is_ok_and(|v| v == "1") {
         return repair_only(env, p, only.as_deref(), figs).await;
     }
-    if only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == "redis_mariadb")) {
+    if selected(only.as_deref(), "redis_mariadb") {
         match setup::unreachable(env, Setup::RedisMariadb).await {
             Some(why) => eprintln!("SKIPPED engine.redis_mariadb.invalidation: {why}"),
             None => figs.extend(invalidation::bench(env, p.invalidation_trials).await?),
         }
     }
-    if only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == "redis_cluster_mariadb")) {
+    if selected(only.as_deref(), "redis_cluster_mariadb") {
         if let Some(why) = setup::unreachable(env, Setup::RedisMariadb).await {
             eprintln!("SKIPPED engine.redis_cluster_mariadb: {why}");
         } else {
@@ -259,7 +265,7 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
         return Ok(figs);
     }
     for setup in Setup::ALL {
-        if only.as_deref().is_some_and(|o| !o.split(',').any(|s| s.trim() == setup.name())) {
+        if !selected(only.as_deref(), setup.name()) {
             eprintln!("engine.{}: not selected by SYNC_ENGINE_BENCH_ENGINE_SETUPS", setup.name());
             continue;
         }
