@@ -247,7 +247,6 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
             Ok(outcome) => {
                 inner.l3_breaker.success();
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
-                inner.rebalance_l1();
                 if outcome.stale > 0 {
                     forget_losers(inner, items);
                 }
@@ -261,7 +260,6 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
                 inner.l3_breaker.success();
                 tracing::error!(error = %e, items = items.len(), "L3 rejected a batch");
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
-                inner.rebalance_l1();
                 for i in items {
                     inner.l1.remove(i.id());
                 }

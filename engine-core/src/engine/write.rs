@@ -140,7 +140,6 @@ impl SyncEngine {
         }
         if opts.route != Route::L2Only {
             inner.overlay.put(&item);
-            inner.rebalance_l1();
         }
         // L1 is newer-wins, but it may have been cleared (a bus gap) while a newer write of
         // this id is still pending: then the overlay holds the winner, and this older write
