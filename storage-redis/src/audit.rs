@@ -164,19 +164,7 @@ impl RedisStore {
         let mut foreign = 0u64;
         let mut cursor: u64 = 0;
         loop {
-            let pattern = &pattern;
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .run("audit", |mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_STEP)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
+            let (next, keys) = self.scan_step("audit", cursor, &pattern, SCAN_STEP).await?;
             if !keys.is_empty() {
                 let keys = &keys;
                 let raw: Vec<Option<Vec<u8>>> = self

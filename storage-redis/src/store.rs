@@ -298,6 +298,27 @@ impl RedisStore {
         Ok(())
     }
 
+    /// One `SCAN cursor MATCH pattern COUNT count` step: the next cursor and the keys found.
+    pub(crate) async fn scan_step(
+        &self,
+        op: &'static str,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        self.run(op, |mut c| async move {
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Delete every key of this store (`SCAN MATCH` on its prefix and hash tag, then `UNLINK`),
     /// and nothing else; returns how many keys were deleted. For tests and benchmarks.
     pub async fn clear_namespace(&self) -> Result<u64> {
@@ -307,19 +328,8 @@ impl RedisStore {
             let mut cursor: u64 = 0;
             let mut deleted = 0u64;
             loop {
-                let pattern = &pattern;
-                let (next, keys): (u64, Vec<Vec<u8>>) = self
-                    .run("clear_namespace", |mut c| async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(CLEAR_STEP)
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
+                let (next, keys) =
+                    self.scan_step("clear_namespace", cursor, &pattern, CLEAR_STEP).await?;
                 if !keys.is_empty() {
                     let keys = &keys;
                     let n: u64 = self
