@@ -70,6 +70,19 @@ pub(crate) enum Job {
 impl Pending {
     /// Add a write; returns the batch if it is now full.
     pub fn add(&self, w: PendingWrite, max_items: usize, max_bytes: u64) -> Option<Batch> {
+        self.add_then(w, max_items, max_bytes, |_| {})
+    }
+
+    /// Add a write and, while the open batch is still locked, call `kept` with the item if it
+    /// is the one the batch will carry for its id (not merged into a newer pending write of the
+    /// same id, whose batch entry alone will reach L3). Returns the batch if it is now full.
+    pub fn add_then(
+        &self,
+        w: PendingWrite,
+        max_items: usize,
+        max_bytes: u64,
+        kept: impl FnOnce(&SyncItem),
+    ) -> Option<Batch> {
         let mut p = self.inner.lock();
         let was_empty = p.writes.is_empty();
         let weight = w.item.weight() as u64;
@@ -77,6 +90,7 @@ impl Pending {
             Some(cur) => {
                 let mut w = w;
                 if w.item.supersedes(Some(&cur.item)) {
+                    kept(&w.item);
                     let old = cur.item.weight() as u64;
                     w.acks.append(&mut cur.acks);
                     *cur = w;
@@ -86,6 +100,7 @@ impl Pending {
                 }
             }
             None => {
+                kept(&w.item);
                 p.writes.insert(w.item.id().clone(), w);
                 p.bytes += weight;
             }

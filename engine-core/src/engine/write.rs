@@ -142,16 +142,14 @@ impl SyncEngine {
             inner.overlay.put(&item);
         }
         // L1 is newer-wins, but it may have been cleared (a bus gap) while a newer write of
-        // this id is still pending: then the overlay holds the winner, and this older write
-        // must not be cached (its batch entry is superseded and never reaches L3 to be
-        // reported stale).
+        // this id is still on its way: then this older write must not be cached. Two places
+        // hold such a winner: the overlay (in flight), and the open batch, whose newer entry
+        // absorbs this write so that it never reaches L3 to be reported stale (the overlay may
+        // have dropped that entry already, superseded by another instance's newer stamp).
         let superseded = inner
             .overlay
             .get(item.id())
             .is_some_and(|cur| cur.stamp() != item.stamp() && !item.supersedes(Some(&cur)));
-        if !superseded {
-            inner.l1.put(&item);
-        }
         // TTLs apply to L2-only writes: an item bound for L3 must stay in L2's Merkle shadow.
         let ttl = if opts.route == Route::L2Only {
             opts.ttl.or_else(|| {
@@ -173,7 +171,12 @@ impl SyncEngine {
             (c.batch_max_items, c.batch_max_bytes)
         };
         metrics::counter!("sync_engine_submits_total").increment(1);
-        if let Some(full) = inner.pending.add(w, max_items, max_bytes) {
+        let cache = |kept: &SyncItem| {
+            if !superseded {
+                inner.l1.put(kept);
+            }
+        };
+        if let Some(full) = inner.pending.add_then(w, max_items, max_bytes, cache) {
             dispatch(inner, full);
         }
         Ok(rx)
