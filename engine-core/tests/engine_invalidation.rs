@@ -199,7 +199,8 @@ async fn a_batch_read_racing_an_invalidation_does_not_cache_the_older_value() {
     let v2 = c.engines[0].submit_with("r.1", "two", l3_only).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let got = read.await.unwrap().unwrap();
-    assert_eq!(got[0].as_ref().map(|i| i.version()), Some(v1), "the racing read saw v1");
+    let racing = got[0].as_ref().map(|i| i.version());
+    assert!(racing == Some(v1) || racing == Some(v2), "the racing read overlapped v2: {racing:?}");
     // L2 catches up; engine 1 must not answer from an L1 that cached the racing v1.
     c.rig.l2.plan().set_latency(Duration::ZERO);
     let newest = c.rig.l3.inner().raw(&common::id("r.1")).unwrap();

@@ -211,6 +211,20 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
         super::invalidate::publish(inner, announce).await;
     }
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
+    if inner.l2.is_some() {
+        match &l2 {
+            Ok(()) => {
+                inner.l2_stale.written(l2_entries.iter().map(|e| (e.item.id(), e.item.stamp())))
+            }
+            // L2 missed these writes: until it has them, reads of them skip it.
+            Err(_) => inner.l2_stale.mark(
+                b.writes
+                    .iter()
+                    .filter(|w| w.route == Route::Both)
+                    .map(|w| (w.item.id(), w.item.stamp())),
+            ),
+        }
+    }
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);
     metrics::histogram!("sync_engine_flush_seconds").record(started.elapsed().as_secs_f64());
     let mut retry = Vec::new();
@@ -261,6 +275,9 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
         match inner.l3.put_batch(items).await {
             Ok(outcome) => {
                 inner.l3_breaker.success();
+                // Before the overlay lets go: a read that misses the overlay from now on must
+                // find these stamps recorded if it joins a read that started earlier.
+                inner.reads.committed(&inner.l1, items.iter().map(|i| (i.id(), i.stamp())));
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
                 if outcome.stale > 0 {
                     forget_losers(inner, items);

@@ -75,8 +75,11 @@ pub(super) fn spawn(inner: &Arc<Inner>, ids: Vec<ObjectId>, items: Vec<SyncItem>
             }
             if !items.is_empty() {
                 let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
-                if let Err(e) = l2.put_batch(&entries).await {
-                    tracing::debug!(error = %e, "L2 self-heal: rewrite failed");
+                match l2.put_batch(&entries).await {
+                    Ok(_) => inner
+                        .l2_stale
+                        .written(entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
+                    Err(e) => tracing::debug!(error = %e, "L2 self-heal: rewrite failed"),
                 }
             }
         }

@@ -118,6 +118,16 @@ impl L1 {
         }
     }
 
+    /// Drop the cached item of `id` if it is older than `stamp` (a newer write committed; a
+    /// floor stays as it is).
+    pub fn drop_older(&self, id: &ObjectId, stamp: Stamp) {
+        let cache = self.cache.read();
+        if matches!(cache.get(id), Some(Entry { slot: Slot::Item(i), .. }) if newer_wins(&stamp, Some(&i.stamp())))
+        {
+            cache.remove(id);
+        }
+    }
+
     /// Drop everything (the invalidation channel may have missed messages).
     pub fn clear(&self) {
         self.cache.read().clear();

@@ -68,6 +68,7 @@ pub(crate) async fn start(b: Builder) -> crate::Result<SyncEngine> {
         closing: AtomicBool::new(false),
         l3_needs_resync: AtomicBool::new(false),
         l2_needs_repair: AtomicBool::new(false),
+        l2_stale: Default::default(),
         l2_heal: Default::default(),
         wal_depth: AtomicU64::new(0),
         reads: Default::default(),

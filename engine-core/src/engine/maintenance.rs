@@ -87,6 +87,9 @@ pub struct Health {
     pub backpressure: Level,
     /// The last repair report.
     pub last_repair: Option<RepairReport>,
+    /// Ids whose newest write L2 missed (reads of them skip L2 until it has them), and whether
+    /// too many were missed to count, so that every read skips L2 until the next full repair.
+    pub l2_missed: (usize, bool),
     /// Invalidation bus: `None` without one, else whether it is connected (L1 served).
     pub bus_connected: Option<bool>,
 }
@@ -115,6 +118,12 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
             super::batcher::forget_losers(inner, &items);
         }
         inner.wal.remove_through(last).await?;
+        inner.reads.committed(&inner.l1, items.iter().map(|i| (i.id(), i.stamp())));
+        // L2 may have missed these when they were first written (its marks do not survive a
+        // restart): reads skip it for them until it has them.
+        if inner.l2.is_some() {
+            inner.l2_stale.mark(items.iter().map(|i| (i.id(), i.stamp())));
+        }
         inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
         drained += items.len() as u64;
         let left = inner.wal_depth.load(Ordering::Relaxed).saturating_sub(items.len() as u64);
@@ -335,6 +344,7 @@ impl SyncEngine {
             unflushed: inner.overlay.size(),
             backpressure: backpressure::assess(inner).0,
             last_repair: inner.last_repair.lock().clone(),
+            l2_missed: inner.l2_stale.size(),
             bus_connected: inner.bus.as_ref().map(|_| inner.bus_live.load(Ordering::SeqCst)),
         }
     }

@@ -10,11 +10,13 @@
 mod backpressure;
 mod batcher;
 mod breaker;
+mod coalesce;
 mod filter;
 mod heal;
 mod hlc;
 mod invalidate;
 mod l1;
+mod l2_stale;
 mod lifecycle;
 mod maintenance;
 mod overlay;
@@ -185,10 +187,12 @@ pub(crate) struct Inner {
     pub(crate) l3_needs_resync: AtomicBool,
     /// L2 may have missed writes: compare and repair at the next maintenance round.
     pub(crate) l2_needs_repair: AtomicBool,
+    /// Ids whose newest write L2 missed: reads skip L2 for them until it has it.
+    pub(crate) l2_stale: l2_stale::StaleL2,
     /// Reads whose L2 values were refused as damaged, waiting for a self-heal (`heal`).
     pub(crate) l2_heal: Mutex<heal::Queue>,
     pub(crate) wal_depth: AtomicU64,
-    pub(crate) reads: read::Coalescer,
+    pub(crate) reads: coalesce::Coalescer,
     pub(crate) last_repair: Mutex<Option<RepairReport>>,
     pub(crate) maint: maintenance::MaintState,
 }

@@ -1,63 +1,14 @@
 //! The read path: L1 → overlay → filter (only when trusted) → L2 → L3, promoting on the way
 //! back; concurrent misses of one id share one backend read.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::coalesce::Answer;
 use super::{Inner, SyncEngine};
 use crate::store::CacheEntry;
 use crate::{Error, ErrorKind, ObjectId, SyncItem};
-
-type Shared = Arc<OnceCell<Result<Option<SyncItem>, (ErrorKind, String)>>>;
-
-/// In-flight backend reads by id.
-#[derive(Default)]
-pub(crate) struct Coalescer {
-    inflight: Mutex<HashMap<ObjectId, Shared>>,
-    /// Ids being read by `get_many` (not coalesced), with the number of such reads.
-    batch_reads: Mutex<HashMap<ObjectId, usize>>,
-}
-
-impl Coalescer {
-    /// True while a backend read of `id` is in flight (so an invalidation must leave a floor).
-    pub(crate) fn in_flight(&self, id: &ObjectId) -> bool {
-        self.inflight.lock().contains_key(id) || self.batch_reads.lock().contains_key(id)
-    }
-}
-
-/// Registers the ids of one `get_many` backend read until dropped.
-struct BatchRead<'a> {
-    c: &'a Coalescer,
-    ids: &'a [ObjectId],
-}
-
-impl<'a> BatchRead<'a> {
-    fn new(c: &'a Coalescer, ids: &'a [ObjectId]) -> BatchRead<'a> {
-        let mut m = c.batch_reads.lock();
-        for id in ids {
-            *m.entry(id.clone()).or_default() += 1;
-        }
-        BatchRead { c, ids }
-    }
-}
-
-impl Drop for BatchRead<'_> {
-    fn drop(&mut self) {
-        let mut m = self.c.batch_reads.lock();
-        for id in self.ids {
-            if let Some(n) = m.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(id);
-                }
-            }
-        }
-    }
-}
 
 fn hit(tier: &'static str, started: Instant) {
     metrics::counter!("sync_engine_get_total", "tier" => tier).increment(1);
@@ -83,15 +34,16 @@ impl SyncEngine {
             hit("filter", started);
             return Ok(None);
         }
-        let cell: Shared = self.inner.reads.inflight.lock().entry(id.clone()).or_default().clone();
-        let result = cell.get_or_init(|| fetch(&self.inner, id)).await.clone();
-        {
-            let mut map = self.inner.reads.inflight.lock();
-            if map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                map.remove(id);
-            }
+        let ticket = self.inner.reads.join(id);
+        let mut answer = ticket.cell.answer.get_or_init(|| fetch(&self.inner, id)).await.clone();
+        // A write of this id committed while the shared read was on its way, and the answer is
+        // older: read L3 again (once; L3 holds that write, unless it was another instance's
+        // L2-only write, whose answer then stays what the tiers hold).
+        if matches!(&answer, Ok(item) if self.inner.reads.superseded(id, item.as_ref())) {
+            answer = reread(&self.inner, id).await;
         }
-        result.map_err(|(kind, msg)| Error::new(kind, msg).with_operation("get"))
+        drop(ticket);
+        answer.map_err(|(kind, msg)| Error::new(kind, msg).with_operation("get"))
     }
 
     /// Many items, in the order asked; backend reads are batched.
@@ -109,10 +61,14 @@ impl SyncEngine {
         let chunk = inner.cfg().batch_max_items.max(1);
         for part in missing.chunks(chunk) {
             let part_ids: Vec<ObjectId> = part.iter().map(|&i| ids[i].clone()).collect();
-            let _reading = BatchRead::new(&inner.reads, &part_ids);
+            let _reading = inner.reads.batch(&part_ids);
             let found = fetch_many(inner, &part_ids).await?;
-            for (&i, item) in part.iter().zip(found) {
-                out[i] = item;
+            for ((&i, id), item) in part.iter().zip(&part_ids).zip(found) {
+                out[i] = if inner.reads.superseded(id, item.as_ref()) {
+                    reread(inner, id).await.map_err(|(kind, msg)| Error::new(kind, msg))?
+                } else {
+                    item
+                };
             }
         }
         Ok(out)
@@ -130,17 +86,28 @@ fn local(inner: &Inner, id: &ObjectId) -> Option<SyncItem> {
     l1.or_else(|| inner.overlay.get(id))
 }
 
-async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (ErrorKind, String)> {
+/// L3 again, for an answer a commit overtook (no L2: it may not hold that commit yet).
+async fn reread(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
+    let found =
+        read_l3(inner, std::slice::from_ref(id)).await.map_err(|e| (e.kind(), e.to_string()))?;
+    let item = found.into_iter().next().flatten();
+    if let Some(item) = &item {
+        inner.reads.fill(&inner.l1, item);
+    }
+    Ok(item)
+}
+
+async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
     let started = Instant::now();
     let ids = std::slice::from_ref(id);
     let mut corrupt = false;
     if let Some(l2) = &inner.l2 {
-        if inner.l2_breaker.allow() {
+        if inner.l2_breaker.allow() && !inner.l2_stale.suspect(id) {
             match l2.get_many(ids).await {
                 Ok(mut v) => {
                     inner.l2_breaker.success();
                     if let Some(item) = v.pop().flatten() {
-                        inner.l1.put(&item);
+                        inner.reads.fill(&inner.l1, &item);
                         hit("l2", started);
                         return Ok(Some(item));
                     }
@@ -160,7 +127,7 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Result<Option<SyncItem>, (E
     let found = read_l3(inner, ids).await.map_err(|e| (e.kind(), e.to_string()))?;
     let item = found.into_iter().next().flatten();
     if let Some(item) = &item {
-        inner.l1.put(item);
+        inner.reads.fill(&inner.l1, item);
     }
     let promote: Vec<SyncItem> = item.iter().cloned().collect();
     if corrupt {
@@ -178,19 +145,28 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
     let mut corrupt = false;
     if let Some(l2) = &inner.l2 {
         if inner.l2_breaker.allow() {
-            match l2.get_many(ids).await {
+            // Ids L2 missed a write of go straight to L3.
+            let (ask, skip): (Vec<usize>, Vec<usize>) =
+                (0..ids.len()).partition(|&i| !inner.l2_stale.suspect(&ids[i]));
+            let ask_ids: Vec<ObjectId> = ask.iter().map(|&i| ids[i].clone()).collect();
+            let answered =
+                if ask_ids.is_empty() { Ok(Vec::new()) } else { l2.get_many(&ask_ids).await };
+            match answered {
                 Ok(found) => {
-                    inner.l2_breaker.success();
-                    rest.clear();
-                    for (i, item) in found.into_iter().enumerate() {
+                    if !ask_ids.is_empty() {
+                        inner.l2_breaker.success();
+                    }
+                    rest = skip;
+                    for (&i, item) in ask.iter().zip(found) {
                         match item {
                             Some(item) => {
-                                inner.l1.put(&item);
+                                inner.reads.fill(&inner.l1, &item);
                                 out[i] = Some(item);
                             }
                             None => rest.push(i),
                         }
                     }
+                    rest.sort_unstable();
                 }
                 Err(e) if e.kind() == ErrorKind::Corrupt => corrupt = true,
                 Err(_) => inner.l2_breaker.failure(),
@@ -205,7 +181,7 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
     let mut promote = Vec::new();
     for (&i, item) in rest.iter().zip(found) {
         if let Some(item) = &item {
-            inner.l1.put(item);
+            inner.reads.fill(&inner.l1, item);
             promote.push(item.clone());
         }
         out[i] = item;
@@ -243,6 +219,10 @@ async fn read_l3(inner: &Inner, ids: &[ObjectId]) -> crate::Result<Vec<Option<Sy
 /// Write items read from L3 into L2 in the background (newer-wins keeps this harmless).
 pub(super) fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
     let Some(l2) = inner.l2.clone() else { return };
+    // A value a newer commit overtook would only lose to it in L2 (or, if that commit's L2
+    // write failed, sit there older than L3 until repaired): not worth the round trip.
+    let items: Vec<SyncItem> =
+        items.into_iter().filter(|i| !inner.reads.superseded(i.id(), Some(i))).collect();
     if items.is_empty() || !inner.l2_breaker.allow() {
         return;
     }
@@ -250,7 +230,10 @@ pub(super) fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
     tokio::spawn(async move {
         let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
         match l2.put_batch(&entries).await {
-            Ok(_) => inner.l2_breaker.success(),
+            Ok(_) => {
+                inner.l2_breaker.success();
+                inner.l2_stale.written(entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+            }
             Err(_) => inner.l2_breaker.failure(),
         }
     });

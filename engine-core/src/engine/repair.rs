@@ -140,6 +140,8 @@ pub(crate) async fn run(
     deep: bool,
 ) -> crate::Result<RepairReport> {
     let started = Instant::now();
+    // Marks of ids L2 missed that are older than this run are cleared if it repairs in full.
+    let generation = inner.l2_stale.begin_repair();
     let l2 = inner.l2.as_ref().ok_or_else(|| {
         Error::new(ErrorKind::Unsupported, "no L2 cache is configured: nothing to verify")
             .with_operation("verify")
@@ -214,6 +216,7 @@ pub(crate) async fn run(
                 // Remove first: L2 may hold a tampered entry with a higher stamp.
                 l2.remove_many(chunk).await?;
                 l2.put_batch(&entries).await?;
+                inner.l2_stale.written(entries.iter().map(|e| (e.item.id(), e.item.stamp())));
                 report.repaired += entries.len();
                 report.removed += gone.len();
             }
@@ -255,6 +258,7 @@ pub(crate) async fn run(
     if fix {
         if prefix.is_empty() && report.skipped_in_flight == 0 {
             inner.l2_needs_repair.store(false, Ordering::Relaxed);
+            inner.l2_stale.repaired(generation);
         }
         *inner.last_repair.lock() = Some(report.clone());
     }

@@ -23,6 +23,7 @@ pub struct FaultPlan {
     every_nth: AtomicU64,
     fraction_ppm: AtomicU64,
     latency_us: AtomicU64,
+    reply_us: AtomicU64,
     calls: AtomicU64,
     failures: AtomicU64,
     rng: Mutex<ChaCha8Rng>,
@@ -36,6 +37,7 @@ impl FaultPlan {
             every_nth: AtomicU64::new(0),
             fraction_ppm: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
+            reply_us: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -67,6 +69,18 @@ impl FaultPlan {
     pub fn set_latency(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency_us.store(us, Ordering::SeqCst);
+    }
+
+    /// Delay every read's answer by `delay` after the backend produced it (a slow way back:
+    /// the answer can be overtaken by writes that commit meanwhile). Captured when the read
+    /// starts; on `tokio::time`.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.reply_us.store(us, Ordering::SeqCst);
+    }
+
+    fn reply_delay(&self) -> Duration {
+        Duration::from_micros(self.reply_us.load(Ordering::SeqCst))
     }
 
     /// Calls made through the wrapper so far.
@@ -136,8 +150,13 @@ impl<T: ArchiveStore> ArchiveStore for Faulty<T> {
         self.inner.backend()
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
+        let reply = self.plan.reply_delay();
         self.plan.check("get_many").await?;
-        self.inner.get_many(ids).await
+        let answer = self.inner.get_many(ids).await;
+        if !reply.is_zero() {
+            tokio::time::sleep(reply).await;
+        }
+        answer
     }
     async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome> {
         self.plan.check("put_batch").await?;
@@ -172,8 +191,13 @@ impl<T: CacheStore> CacheStore for Faulty<T> {
         self.inner.backend()
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
+        let reply = self.plan.reply_delay();
         self.plan.check("get_many").await?;
-        self.inner.get_many(ids).await
+        let answer = self.inner.get_many(ids).await;
+        if !reply.is_zero() {
+            tokio::time::sleep(reply).await;
+        }
+        answer
     }
     async fn put_batch(&self, entries: &[CacheEntry]) -> Result<PutOutcome> {
         self.plan.check("put_batch").await?;
