@@ -130,3 +130,90 @@ async fn a_full_repair_lifts_the_marks_of_writes_l2_missed() {
     }
     e.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_racing_the_repair_of_its_id_is_not_undone_by_it() {
+    let rig = Rig::new();
+    let bus = MemoryBus::new();
+    let e = rig.start_instance(Rig::config(), &bus).await;
+    write(&e, "one").await;
+    rig.l2.inner().clear(); // L2 lost the id: the repair will rewrite it from L3
+
+    // The repair reads the id from L3; the answer takes 100 ms to come back.
+    rig.l3.plan().set_reply_delay(Duration::from_millis(100));
+    let repair = tokio::spawn({
+        let e = e.clone();
+        async move { e.repair("").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    rig.l3.plan().set_reply_delay(Duration::ZERO);
+
+    // Meanwhile a newer write reaches L3 and L2; the repair then removes and rewrites the id
+    // with what it read, older than that write.
+    let v2 = write(&e, "two").await;
+    let report = repair.await.unwrap().unwrap();
+    assert_eq!(report.repaired, 1);
+    assert!(l2_version(&rig).await < Some(v2), "setup: the repair left L2 older than L3");
+
+    drop_l1(&bus).await;
+    assert_eq!(version(&e).await, Some(v2), "reads do not take L2's older value");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(l2_version(&rig).await, Some(v2), "the read's promotion brought L2 up to date");
+    e.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_that_skip_l2_do_not_keep_its_breaker_from_closing() {
+    use sync_engine_core::engine::BreakerState;
+    let rig = Rig::new();
+    let bus = MemoryBus::new();
+    let e = rig.start_instance(Rig::config(), &bus).await;
+    rig.l2.plan().set_down(true);
+    let v = write(&e, "one").await;
+    rig.l2.plan().set_down(false);
+    tokio::time::sleep(Duration::from_millis(60)).await; // past the breaker's pause: half-open
+    drop_l1(&bus).await;
+    // Only reads of the marked id: they skip L2, and their promotion is the breaker's probe.
+    assert_eq!(version(&e).await, Some(v));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let l2 = e.health().l2.expect("L2 configured");
+    assert_eq!(l2.breaker, BreakerState::Closed);
+    assert_eq!(l2_version(&rig).await, Some(v));
+    e.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repair_that_undoes_a_write_still_on_its_way_to_l3_is_not_forgotten() {
+    let rig = Rig::new();
+    let bus = MemoryBus::new();
+    let e = rig.start_instance(Rig::config(), &bus).await;
+    write(&e, "one").await;
+    rig.l2.inner().clear(); // L2 lost the id: the repair will rewrite it from L3
+
+    // The repair reads the id from L3 now; the answer takes 100 ms to come back.
+    rig.l3.plan().set_reply_delay(Duration::from_millis(100));
+    let repair = tokio::spawn({
+        let e = e.clone();
+        async move { e.repair("").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    rig.l3.plan().set_reply_delay(Duration::ZERO);
+
+    // A newer write: its L2 copy lands at once, its L3 commit takes 200 ms; in between, the
+    // repair removes the id from L2 and writes back what it read.
+    rig.l3.plan().set_latency(Duration::from_millis(200));
+    let w2 = tokio::spawn({
+        let e = e.clone();
+        async move { write(&e, "two").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    rig.l3.plan().set_latency(Duration::ZERO);
+    let report = repair.await.unwrap().unwrap();
+    assert_eq!(report.repaired, 1, "setup: the repair rewrote the id");
+    let v2 = w2.await.unwrap();
+    assert!(l2_version(&rig).await < Some(v2), "setup: L2 is behind the acknowledged write");
+
+    drop_l1(&bus).await;
+    assert_eq!(version(&e).await, Some(v2), "reads do not take L2's older value");
+    e.shutdown().await.unwrap();
+}

@@ -210,12 +210,13 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
             .collect();
         super::invalidate::publish(inner, announce).await;
     }
+    let sent = inner.l2_stale.token();
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     if inner.l2.is_some() {
         match &l2 {
-            Ok(()) => {
-                inner.l2_stale.written(l2_entries.iter().map(|e| (e.item.id(), e.item.stamp())))
-            }
+            Ok(()) => inner
+                .l2_stale
+                .written(sent, l2_entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
             // L2 missed these writes: until it has them, reads of them skip it.
             Err(_) => inner.l2_stale.mark(
                 b.writes

@@ -32,7 +32,8 @@ impl BreakerState {
 struct Inner {
     failures: u32,
     opened_at: Option<Instant>,
-    probing: bool,
+    /// When the current half-open probe was granted (None: no probe out).
+    probing: Option<Instant>,
 }
 
 /// The breaker. Timing runs on `tokio::time` (paused clocks apply).
@@ -51,7 +52,7 @@ impl Breaker {
             name,
             threshold: threshold.max(1),
             pause,
-            inner: Mutex::new(Inner { failures: 0, opened_at: None, probing: false }),
+            inner: Mutex::new(Inner { failures: 0, opened_at: None, probing: None }),
         }
     }
 
@@ -65,13 +66,16 @@ impl Breaker {
         }
     }
 
-    /// May a call go through now? In half-open, only one caller at a time gets `true`.
+    /// May a call go through now? In half-open, only one caller at a time gets `true` — until
+    /// that probe reports back, or for one pause at most: a probe whose outcome never comes
+    /// (its caller dropped, or made no call after all) cannot keep the breaker from closing.
     pub fn allow(&self) -> bool {
         let mut i = self.inner.lock();
+        let now = Instant::now();
         match i.opened_at {
             None => true,
-            Some(t) if Instant::now() >= t + self.pause && !i.probing => {
-                i.probing = true;
+            Some(t) if now >= t + self.pause && i.probing.is_none_or(|p| now >= p + self.pause) => {
+                i.probing = Some(now);
                 true
             }
             Some(_) => false,
@@ -84,7 +88,7 @@ impl Breaker {
         if i.opened_at.is_some() {
             tracing::info!(backend = self.name, "circuit breaker closed");
         }
-        *i = Inner { failures: 0, opened_at: None, probing: false };
+        *i = Inner { failures: 0, opened_at: None, probing: None };
         metrics::gauge!("sync_engine_breaker_state", "backend" => self.name).set(0.0);
     }
 
@@ -92,7 +96,7 @@ impl Breaker {
     pub fn failure(&self) {
         let mut i = self.inner.lock();
         i.failures = i.failures.saturating_add(1);
-        i.probing = false;
+        i.probing = None;
         if i.failures >= self.threshold || i.opened_at.is_some() {
             if i.opened_at.is_none() {
                 tracing::warn!(
@@ -111,7 +115,7 @@ impl Breaker {
         let mut i = self.inner.lock();
         i.failures = self.threshold;
         i.opened_at = Some(Instant::now());
-        i.probing = false;
+        i.probing = None;
     }
 }
 
@@ -131,6 +135,8 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.allow(), "one probe");
         assert!(!b.allow(), "only one probe at a time");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.allow(), "a probe that never reported back is replaced after a pause");
         b.failure();
         assert_eq!(b.state(), BreakerState::Open, "failed probe re-opens");
         tokio::time::advance(Duration::from_secs(1)).await;

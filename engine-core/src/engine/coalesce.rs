@@ -194,6 +194,11 @@ impl Coalescer {
         }
     }
 
+    /// The newest stamp recorded for `id` since the oldest read in flight started.
+    pub(crate) fn newest_commit(&self, id: &ObjectId) -> Option<Stamp> {
+        self.state.lock().commits.get(id).map(|(stamp, _)| *stamp)
+    }
+
     /// True if a stamp newer than `answer` committed for `id` since the oldest read in flight
     /// started: the answer may be older than a write acknowledged before its reader asked.
     pub(crate) fn superseded(&self, id: &ObjectId, answer: Option<&SyncItem>) -> bool {

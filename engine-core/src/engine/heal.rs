@@ -75,10 +75,11 @@ pub(super) fn spawn(inner: &Arc<Inner>, ids: Vec<ObjectId>, items: Vec<SyncItem>
             }
             if !items.is_empty() {
                 let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
+                let sent = inner.l2_stale.token();
                 match l2.put_batch(&entries).await {
                     Ok(_) => inner
                         .l2_stale
-                        .written(entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
+                        .written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
                     Err(e) => tracing::debug!(error = %e, "L2 self-heal: rewrite failed"),
                 }
             }

@@ -19,10 +19,26 @@ use crate::{newer_wins, ObjectId, Stamp};
 /// Marked ids kept at most; beyond it every id is suspect until a full repair.
 pub(crate) const MAX_MARKS: usize = 65_536;
 
+/// What L2 missed for one id.
+struct Mark {
+    /// The newest stamp L2 missed.
+    stamp: Stamp,
+    /// The repair generation when it was (last) marked.
+    generation: u64,
+    /// When it was (last) marked, in marking order.
+    seq: u64,
+}
+
+/// Taken before an L2 write is sent: the write can clear only marks made before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteToken(u64);
+
 #[derive(Default)]
 struct State {
-    /// Marked ids: the stamp L2 missed, and the repair generation of the mark.
-    marks: HashMap<ObjectId, (Stamp, u64)>,
+    /// Marked ids.
+    marks: HashMap<ObjectId, Mark>,
+    /// Marking order.
+    seq: u64,
     /// The current repair generation (advanced when a full repair starts).
     generation: u64,
     /// Every id is suspect, since this generation.
@@ -42,17 +58,20 @@ impl StaleL2 {
     pub(crate) fn mark<'a>(&self, missed: impl IntoIterator<Item = (&'a ObjectId, Stamp)>) {
         let mut s = self.state.lock();
         let generation = s.generation;
+        s.seq += 1;
+        let seq = s.seq;
         for (id, stamp) in missed {
             if s.all_since.is_some() {
                 break;
             }
             let full = s.marks.len() >= MAX_MARKS;
             match s.marks.get_mut(id) {
-                Some((cur, g)) => {
-                    if newer_wins(&stamp, Some(cur)) {
-                        *cur = stamp;
+                Some(m) => {
+                    if newer_wins(&stamp, Some(&m.stamp)) {
+                        m.stamp = stamp;
                     }
-                    *g = generation;
+                    m.generation = generation;
+                    m.seq = seq;
                 }
                 None if full => {
                     tracing::warn!(
@@ -63,7 +82,7 @@ impl StaleL2 {
                     s.all_since = Some(generation);
                 }
                 None => {
-                    s.marks.insert(id.clone(), (stamp, generation));
+                    s.marks.insert(id.clone(), Mark { stamp, generation, seq });
                 }
             }
         }
@@ -79,14 +98,29 @@ impl StaleL2 {
         s.all_since.is_some() || s.marks.contains_key(id)
     }
 
-    /// L2 accepted these stamps (or kept newer ones): marks at or below them are cleared.
-    pub(crate) fn written<'a>(&self, stamps: impl IntoIterator<Item = (&'a ObjectId, Stamp)>) {
+    /// Take before sending an L2 write, for [`written`](Self::written).
+    pub(crate) fn token(&self) -> WriteToken {
+        WriteToken(self.state.lock().seq)
+    }
+
+    /// L2 accepted these stamps (or kept newer ones) in a write sent after `token` was taken:
+    /// marks at or below them are cleared — unless made after the token (something may have
+    /// removed the write from L2 since, e.g. a repair of the same id).
+    pub(crate) fn written<'a>(
+        &self,
+        token: WriteToken,
+        stamps: impl IntoIterator<Item = (&'a ObjectId, Stamp)>,
+    ) {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
         let mut s = self.state.lock();
         for (id, stamp) in stamps {
-            if s.marks.get(id).is_some_and(|(missed, _)| !newer_wins(missed, Some(&stamp))) {
+            let covered = s
+                .marks
+                .get(id)
+                .is_some_and(|m| m.seq <= token.0 && !newer_wins(&m.stamp, Some(&stamp)));
+            if covered {
                 s.marks.remove(id);
             }
         }
@@ -104,7 +138,7 @@ impl StaleL2 {
     /// of some moment after it started, so marks made before it are cleared.
     pub(crate) fn repaired(&self, generation: u64) {
         let mut s = self.state.lock();
-        s.marks.retain(|_, (_, g)| *g >= generation);
+        s.marks.retain(|_, m| m.generation >= generation);
         if s.all_since.is_some_and(|g| g < generation) {
             s.all_since = None;
         }
@@ -134,11 +168,23 @@ mod tests {
         assert!(!s.suspect(&a));
         s.mark([(&a, stamp(&a, 5))]);
         assert!(s.suspect(&a));
-        s.written([(&a, stamp(&a, 4))]);
+        s.written(s.token(), [(&a, stamp(&a, 4))]);
         assert!(s.suspect(&a), "an older promotion does not clear it");
-        s.written([(&a, stamp(&a, 5))]);
+        s.written(s.token(), [(&a, stamp(&a, 5))]);
         assert!(!s.suspect(&a));
         assert_eq!(s.size(), (0, false));
+    }
+
+    #[test]
+    fn a_write_does_not_clear_a_mark_made_while_it_was_on_its_way() {
+        let s = StaleL2::default();
+        let a = ObjectId::new("a").unwrap();
+        let sent = s.token();
+        s.mark([(&a, stamp(&a, 5))]); // e.g. a repair removed the id after the write landed
+        s.written(sent, [(&a, stamp(&a, 5))]);
+        assert!(s.suspect(&a));
+        s.written(s.token(), [(&a, stamp(&a, 5))]);
+        assert!(!s.suspect(&a));
     }
 
     #[test]
@@ -164,7 +210,7 @@ mod tests {
         let other = ObjectId::new("never-written").unwrap();
         assert!(s.suspect(&other));
         assert_eq!(s.size(), (0, true));
-        s.written(ids.iter().map(|id| (id, stamp(id, 1))));
+        s.written(s.token(), ids.iter().map(|id| (id, stamp(id, 1))));
         assert!(s.suspect(&other), "only a repair lifts it");
         s.repaired(s.begin_repair());
         assert!(!s.suspect(&other));

@@ -102,7 +102,8 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
     let ids = std::slice::from_ref(id);
     let mut corrupt = false;
     if let Some(l2) = &inner.l2 {
-        if inner.l2_breaker.allow() && !inner.l2_stale.suspect(id) {
+        // (The breaker last: in half-open, `allow` hands out the one probe.)
+        if !inner.l2_stale.suspect(id) && inner.l2_breaker.allow() {
             match l2.get_many(ids).await {
                 Ok(mut v) => {
                     inner.l2_breaker.success();
@@ -114,6 +115,7 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
                 }
                 // The server answered, with a damaged value: not an outage (self-healed below).
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    inner.l2_breaker.success();
                     corrupt = true;
                     tracing::debug!(error = %e, "L2 refused a damaged value; reading L3");
                 }
@@ -143,19 +145,16 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
     let mut out: Vec<Option<SyncItem>> = vec![None; ids.len()];
     let mut rest: Vec<usize> = (0..ids.len()).collect();
     let mut corrupt = false;
+    // Ids L2 missed a write of go straight to L3.
+    let (ask, skip): (Vec<usize>, Vec<usize>) =
+        (0..ids.len()).partition(|&i| !inner.l2_stale.suspect(&ids[i]));
     if let Some(l2) = &inner.l2 {
-        if inner.l2_breaker.allow() {
-            // Ids L2 missed a write of go straight to L3.
-            let (ask, skip): (Vec<usize>, Vec<usize>) =
-                (0..ids.len()).partition(|&i| !inner.l2_stale.suspect(&ids[i]));
+        // (The breaker last: in half-open, `allow` hands out the one probe.)
+        if !ask.is_empty() && inner.l2_breaker.allow() {
             let ask_ids: Vec<ObjectId> = ask.iter().map(|&i| ids[i].clone()).collect();
-            let answered =
-                if ask_ids.is_empty() { Ok(Vec::new()) } else { l2.get_many(&ask_ids).await };
-            match answered {
+            match l2.get_many(&ask_ids).await {
                 Ok(found) => {
-                    if !ask_ids.is_empty() {
-                        inner.l2_breaker.success();
-                    }
+                    inner.l2_breaker.success();
                     rest = skip;
                     for (&i, item) in ask.iter().zip(found) {
                         match item {
@@ -168,7 +167,10 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
                     }
                     rest.sort_unstable();
                 }
-                Err(e) if e.kind() == ErrorKind::Corrupt => corrupt = true,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    inner.l2_breaker.success();
+                    corrupt = true;
+                }
                 Err(_) => inner.l2_breaker.failure(),
             }
         }
@@ -229,10 +231,11 @@ pub(super) fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
     let inner = inner.clone();
     tokio::spawn(async move {
         let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
+        let sent = inner.l2_stale.token();
         match l2.put_batch(&entries).await {
             Ok(_) => {
                 inner.l2_breaker.success();
-                inner.l2_stale.written(entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+                inner.l2_stale.written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp())));
             }
             Err(_) => inner.l2_breaker.failure(),
         }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{Inner, SyncEngine};
 use crate::store::{CacheEntry, MerkleStore};
-use crate::{Error, ErrorKind, ObjectId};
+use crate::{Error, ErrorKind, ObjectId, SyncItem};
 
 /// What a verify or repair found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,33 @@ impl SyncEngine {
     }
 }
 
+/// A write of a repaired id that raced the repair may have reached L2 before the repair's
+/// removal took it out again (the removal is there for tampered entries, which newer-wins
+/// would keep): such ids — on their way to L3, or committed since the repair read L3 — are
+/// marked as missing from L2, so reads skip L2 for them until it holds that write.
+fn mark_overtaken<'a>(
+    inner: &Inner,
+    repaired: impl IntoIterator<Item = (&'a ObjectId, Option<&'a SyncItem>)>,
+) {
+    let mut missed = Vec::new();
+    for (id, from_l3) in repaired {
+        let newer = match inner.overlay.get(id) {
+            Some(pending) => Some(pending.stamp()),
+            None => inner
+                .reads
+                .newest_commit(id)
+                .filter(|s| crate::newer_wins(s, from_l3.map(SyncItem::stamp).as_ref())),
+        };
+        if let Some(stamp) = newer {
+            missed.push((id, stamp));
+        }
+    }
+    if !missed.is_empty() {
+        tracing::debug!(ids = missed.len(), "writes raced the repair; reads skip L2 for them");
+        inner.l2_stale.mark(missed);
+    }
+}
+
 /// Verify (and optionally repair) `prefix`; `deep` audits L2's entries first.
 #[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix, deep))]
 pub(crate) async fn run(
@@ -204,24 +231,30 @@ pub(crate) async fn run(
                 }
             }
             for chunk in upsert.chunks(1000) {
+                // Registered as a read, so that writes committing meanwhile are recorded.
+                let _reading = inner.reads.batch(chunk);
                 let items = inner.l3.get_many(chunk).await?;
                 let mut entries = Vec::new();
                 let mut gone = Vec::new();
-                for (id, item) in chunk.iter().zip(items) {
+                for (id, item) in chunk.iter().zip(&items) {
                     match item {
-                        Some(item) => entries.push(CacheEntry::new(item)),
+                        Some(item) => entries.push(CacheEntry::new(item.clone())),
                         None => gone.push(id.clone()),
                     }
                 }
                 // Remove first: L2 may hold a tampered entry with a higher stamp.
+                let sent = inner.l2_stale.token();
                 l2.remove_many(chunk).await?;
                 l2.put_batch(&entries).await?;
-                inner.l2_stale.written(entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+                inner.l2_stale.written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+                mark_overtaken(inner, chunk.iter().zip(items.iter().map(Option::as_ref)));
                 report.repaired += entries.len();
                 report.removed += gone.len();
             }
             for chunk in remove.chunks(1000) {
+                let _reading = inner.reads.batch(chunk);
                 l2.remove_many(chunk).await?;
+                mark_overtaken(inner, chunk.iter().map(|id| (id, None)));
                 report.removed += chunk.len();
             }
         }
