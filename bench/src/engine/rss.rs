@@ -23,6 +23,10 @@ const MARK: &str = "ENGINE_RSS ";
 pub struct Rss {
     /// Resident set once the engine has started, before any write.
     pub fixed: u64,
+    /// Peak resident set (VmHWM) once the write-behind ingest is flushed, before the reads.
+    pub peak_after_ingest: u64,
+    /// Resident set once the ingest is flushed.
+    pub after_ingest: u64,
     /// Peak resident set (VmHWM) at the end.
     pub peak: u64,
     /// Resident set at the end.
@@ -102,6 +106,8 @@ async fn measure(env: &Env, names: &Names, n: usize, l1_max_bytes: u64) -> Resul
         }
     }
     engine.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let peak_after_ingest = status("VmHWM")?;
+    let after_ingest = status("VmRSS")?;
     let mut order: Vec<u64> = (0..n as u64).collect();
     shuffle(&mut order, 5);
     for chunk in order.chunks(BATCH) {
@@ -117,6 +123,8 @@ async fn measure(env: &Env, names: &Names, n: usize, l1_max_bytes: u64) -> Resul
     let h = engine.health();
     let r = Rss {
         fixed,
+        peak_after_ingest,
+        after_ingest,
         peak: status("VmHWM")?,
         end: status("VmRSS")?,
         l1_max_bytes,
@@ -172,6 +180,9 @@ pub async fn figures(env: &Env, p: &super::Params, out: &mut super::Out) -> Resu
     out.plain("rss_items", r.items as f64, "items");
     out.plain("rss_at_start_bytes", r.fixed as f64, "bytes");
     let fixed = out.plain("rss_fixed_overhead_bytes", base.peak as f64, "bytes");
+    out.plain("peak_rss_after_ingest_bytes", r.peak_after_ingest as f64, "bytes");
+    out.plain("rss_after_ingest_bytes", r.after_ingest as f64, "bytes");
+    out.plain("rss_fixed_overhead_after_ingest_bytes", base.peak_after_ingest as f64, "bytes");
     out.plain("peak_rss_bytes", r.peak as f64, "bytes");
     out.plain("end_rss_bytes", r.end as f64, "bytes");
     let budget = out.plain("l1_max_bytes", r.l1_max_bytes as f64, "bytes");

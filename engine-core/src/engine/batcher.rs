@@ -280,6 +280,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
                 // find these stamps recorded if it joins a read that started earlier.
                 inner.reads.committed(&inner.l1, items.iter().map(|i| (i.id(), i.stamp())));
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
+                inner.rebalance_l1();
                 if outcome.stale > 0 {
                     forget_losers(inner, items);
                 }
@@ -293,6 +294,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
                 inner.l3_breaker.success();
                 tracing::error!(error = %e, items = items.len(), "L3 rejected a batch");
                 inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
+                inner.rebalance_l1();
                 for i in items {
                     inner.l1.remove(i.id());
                 }

@@ -1,8 +1,9 @@
 //! L1: the in-process cache, bounded by bytes (quick_cache with a byte weigher).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use tokio::time::Instant;
@@ -40,11 +41,31 @@ impl Weighter<ObjectId, Entry> for ByBytes {
 }
 
 /// The L1 cache. Holds writes and tombstones (a tombstone answers "deleted" without a backend
-/// call). Its weight never exceeds the byte budget: quick_cache evicts on insert, and an item
-/// heavier than the budget is not cached at all.
+/// call). Its weight never exceeds its capacity: quick_cache evicts on insert, and an item
+/// heavier than the capacity is not cached at all.
+///
+/// One byte budget (`l1_max_bytes`) covers L1 *and* the writes not yet in L3 (the overlay,
+/// itself bounded by backpressure at a fraction of the budget): the capacity is the budget
+/// minus the unflushed bytes, in steps of 1/[`STEPS`] of the budget, and never below one step.
+/// So cached plus unflushed items stay within the budget plus one step.
 pub struct L1 {
     cache: RwLock<Cache<ObjectId, Entry, ByBytes>>,
     ttl: RwLock<Option<Duration>>,
+    budget: AtomicU64,
+    /// The capacity last applied (changed under the lock, read without it).
+    applied: AtomicU64,
+    resize: Mutex<()>,
+}
+
+/// Granularity of the capacity's share of the budget.
+pub const STEPS: u64 = 16;
+
+/// L1's capacity for `budget` bytes when `unflushed` bytes are pinned by the overlay.
+fn capacity_beside(budget: u64, unflushed: u64) -> u64 {
+    let step = (budget / STEPS).max(1);
+    // Round the pinned bytes up to a whole step: the capacity changes once per step.
+    let pinned = unflushed.div_ceil(step).saturating_mul(step);
+    budget.saturating_sub(pinned).max(step)
 }
 
 fn build(max_bytes: u64) -> Cache<ObjectId, Entry, ByBytes> {
@@ -57,7 +78,32 @@ fn build(max_bytes: u64) -> Cache<ObjectId, Entry, ByBytes> {
 impl L1 {
     /// A cache of `max_bytes`, with entries older than `ttl` treated as absent.
     pub fn new(max_bytes: u64, ttl: Option<Duration>) -> L1 {
-        L1 { cache: RwLock::new(build(max_bytes)), ttl: RwLock::new(ttl) }
+        L1 {
+            cache: RwLock::new(build(max_bytes)),
+            ttl: RwLock::new(ttl),
+            budget: AtomicU64::new(max_bytes),
+            applied: AtomicU64::new(max_bytes),
+            resize: Mutex::new(()),
+        }
+    }
+
+    /// Give L1 what the budget leaves beside `unflushed` bytes of writes not yet in L3
+    /// (evicting if it shrinks). Cheap when the share did not change.
+    pub fn share_with_unflushed(&self, unflushed: u64) {
+        let target = capacity_beside(self.budget.load(Ordering::Relaxed), unflushed);
+        if self.applied.load(Ordering::Relaxed) == target {
+            return;
+        }
+        let _g = self.resize.lock();
+        let target = capacity_beside(self.budget.load(Ordering::Relaxed), unflushed);
+        if self.applied.swap(target, Ordering::Relaxed) != target {
+            self.cache.read().set_capacity(target);
+        }
+    }
+
+    /// The capacity currently applied (the budget's share beside unflushed writes).
+    pub fn capacity(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
     }
 
     /// The cached item (tombstones included), unless older than the TTL.
@@ -150,8 +196,10 @@ impl L1 {
 
     /// Apply a new byte budget and TTL (hot reload). A new budget starts an empty cache.
     pub fn reconfigure(&self, max_bytes: u64, ttl: Option<Duration>) {
-        if self.cache.read().capacity() != max_bytes {
+        let _g = self.resize.lock();
+        if self.budget.swap(max_bytes, Ordering::Relaxed) != max_bytes {
             *self.cache.write() = build(max_bytes);
+            self.applied.store(max_bytes, Ordering::Relaxed);
         }
         *self.ttl.write() = ttl;
     }
@@ -160,6 +208,39 @@ impl L1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fill(l1: &L1, n: usize) {
+        for i in 0..n {
+            let id = ObjectId::new(&format!("k.{i}")).unwrap();
+            l1.put(&SyncItem::new(id, 1, vec![0u8; 300]));
+        }
+    }
+
+    #[test]
+    fn cached_plus_unflushed_bytes_stay_within_the_budget_plus_one_step() {
+        let budget = 256 * 1024;
+        let step = budget / STEPS;
+        let l1 = L1::new(budget, None);
+        fill(&l1, 2000);
+        assert!(l1.bytes() > budget / 2, "L1 should use its whole budget first");
+        for unflushed in [0, 1, step - 1, step, budget / 3, budget / 2, budget * 9 / 10, budget * 2]
+        {
+            l1.share_with_unflushed(unflushed);
+            fill(&l1, 2000);
+            let cap = l1.capacity();
+            assert!(l1.bytes() <= cap + 400, "{} bytes over a capacity of {cap}", l1.bytes());
+            assert!(cap >= step, "capacity {cap} below one step");
+            assert!(
+                cap + unflushed.min(budget) <= budget + step,
+                "capacity {cap} beside {unflushed} unflushed exceeds the budget by more than a step"
+            );
+        }
+        // The share comes back when the overlay drains.
+        l1.share_with_unflushed(0);
+        fill(&l1, 2000);
+        assert_eq!(l1.capacity(), budget);
+        assert!(l1.bytes() > budget / 2);
+    }
 
     #[test]
     fn never_exceeds_budget_by_more_than_one_item() {

@@ -77,8 +77,10 @@ pub struct Health {
     pub filter_len: u64,
     /// Ids scanned by the last warm-up.
     pub warmup_scanned: u64,
-    /// L1 bytes and entries.
+    /// L1 bytes held.
     pub l1_bytes: u64,
+    /// L1's current capacity: `l1_max_bytes` less the unflushed writes' share (one budget).
+    pub l1_capacity: u64,
     /// L1 entries.
     pub l1_entries: usize,
     /// Acknowledged writes not yet in L3 (pending, flushing, or in the WAL): items, bytes.
@@ -125,6 +127,7 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
             inner.l2_stale.mark(items.iter().map(|i| (i.id(), i.stamp())));
         }
         inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
+        inner.rebalance_l1();
         drained += items.len() as u64;
         let left = inner.wal_depth.load(Ordering::Relaxed).saturating_sub(items.len() as u64);
         inner.wal_depth.store(left, Ordering::Relaxed);
@@ -340,6 +343,7 @@ impl SyncEngine {
             filter_len: inner.filter.len(),
             warmup_scanned: inner.maint.warmup_progress.load(Ordering::Relaxed),
             l1_bytes: inner.l1.bytes(),
+            l1_capacity: inner.l1.capacity(),
             l1_entries: inner.l1.len(),
             unflushed: inner.overlay.size(),
             backpressure: backpressure::assess(inner).0,

@@ -198,6 +198,12 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Give L1 the part of the memory budget the unflushed writes leave.
+    pub(crate) fn rebalance_l1(&self) {
+        let (_, unflushed) = self.overlay.size();
+        self.l1.share_with_unflushed(unflushed);
+    }
+
     pub(crate) fn set_state(&self, s: EngineState) {
         self.state_tx.send_replace(s);
         tracing::info!(state = ?s, "engine state");

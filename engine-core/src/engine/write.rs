@@ -140,6 +140,7 @@ impl SyncEngine {
         }
         if opts.route != Route::L2Only {
             inner.overlay.put(&item);
+            inner.rebalance_l1();
         }
         // L1 is newer-wins, but it may have been cleared (a bus gap) while a newer write of
         // this id is still on its way: then this older write must not be cached. Two places

@@ -158,6 +158,7 @@ async fn command(node: &Node, command: Command, json: bool) -> sync_engine::Resu
                 row("filter", h.filter.to_string()),
                 row("filter_ids", h.filter_len),
                 row("l1_bytes", h.l1_bytes),
+                row("l1_capacity", h.l1_capacity),
             ];
             if let Some(l2) = &node.backends.l2 {
                 rows.push(row("l2_root", l2.root_hash().await?.to_hex()));
