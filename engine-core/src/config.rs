@@ -57,7 +57,8 @@ pub struct Config {
     /// Path of the local SQLite write-ahead log. Default `sync-engine-data/wal.db`. Restart-only.
     pub wal_path: PathBuf,
 
-    /// Hot. Byte budget of the in-process L1 cache. Default 256 MiB.
+    /// Hot. Byte budget of the in-process L1 cache and the writes not yet in L3 together: L1
+    /// yields what unflushed writes hold. Default 256 MiB.
     pub l1_max_bytes: u64,
     /// Hot. L1 entries older than this are re-read from L2/L3 (0 = no limit). Default 0.
     pub l1_ttl_ms: u64,
