@@ -68,8 +68,9 @@ pub const STEPS: u64 = 16;
 /// L1's capacity for `budget` bytes when `unflushed` bytes are pinned by the overlay.
 fn capacity_beside(budget: u64, unflushed: u64) -> u64 {
     let step = (budget / STEPS).max(1);
-    // Round the pinned bytes up to a whole step: the capacity changes once per step.
-    let pinned = unflushed.div_ceil(step).saturating_mul(step);
+    // Whole steps only: the capacity changes once per step the overlay crosses, not at every
+    // flush (the overlay empties and refills each batch).
+    let pinned = (unflushed / step).saturating_mul(step);
     budget.saturating_sub(pinned).max(step)
 }
 
