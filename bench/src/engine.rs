@@ -204,10 +204,20 @@ fn selected(only: Option<&str>, name: &str) -> bool {
     only.is_none_or(|o| o.split(',').any(|s| s.trim() == name))
 }
 
-async fn repair_only(
+/// One phase alone, per selected setup with L2 and shape.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Repair of 1% against a full resync (after an ingest).
+    Repair,
+    /// Peak RSS against the L1 budget (two child processes).
+    Rss,
+}
+
+async fn phase_only(
     env: &Env,
     p: &Params,
     only: Option<&str>,
+    phase: Phase,
     mut figs: Vec<Figure>,
 ) -> Result<Vec<Figure>, String> {
     for setup in Setup::ALL.into_iter().filter(|s| s.has_l2()) {
@@ -221,9 +231,11 @@ async fn repair_only(
         let mut mine = Vec::new();
         for &shape in &p.shapes {
             let mut out = Out { setup, shape, figs: Vec::new() };
-            flow::repair_only(env, p, &mut out)
-                .await
-                .map_err(|e| format!("{}.{}: {e}", setup.name(), shape.name()))?;
+            match phase {
+                Phase::Repair => flow::repair_only(env, p, &mut out).await,
+                Phase::Rss => rss::figures(env, p, &mut out).await,
+            }
+            .map_err(|e| format!("{}.{}: {e}", setup.name(), shape.name()))?;
             mine.extend(out.figs);
         }
         figs.extend(headlines(setup, &mine));
@@ -246,7 +258,11 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
     // `SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY=1` runs only phase 5 (repair of 1% against a full
     // resync) after an ingest of `--items` items, per selected setup with L2 and shape.
     if std::env::var("SYNC_ENGINE_BENCH_ENGINE_REPAIR_ONLY").is_ok_and(|v| v == "1") {
-        return repair_only(env, p, only.as_deref(), figs).await;
+        return phase_only(env, p, only.as_deref(), Phase::Repair, figs).await;
+    }
+    // `SYNC_ENGINE_BENCH_ENGINE_RSS_ONLY=1` runs only the peak-RSS children (phase 6).
+    if std::env::var("SYNC_ENGINE_BENCH_ENGINE_RSS_ONLY").is_ok_and(|v| v == "1") {
+        return phase_only(env, p, only.as_deref(), Phase::Rss, figs).await;
     }
     if selected(only.as_deref(), "redis_mariadb") {
         match setup::unreachable(env, Setup::RedisMariadb).await {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sync_engine_core::ObjectId;
+use sync_engine_core::{ErrorKind, ObjectId};
 
 use super::data::{items, shuffle, Shape, BATCH};
 use super::setup::{destroy, engine_config, stop_destroy, Env, Names, Setup, Tiers};
@@ -102,7 +102,16 @@ async fn measure(env: &Env, names: &Names, n: usize, l1_max_bytes: u64) -> Resul
     for b in 0..n.div_ceil(BATCH) {
         let from = b * BATCH;
         for (id, payload) in items(names.shape, seed, from as u64, BATCH.min(n - from)) {
-            engine.submit(&id, payload).await.map_err(|e| format!("submit {id}: {e}"))?;
+            // As an application would: wait out a rejection by backpressure, then retry.
+            loop {
+                match engine.submit(&id, payload.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == ErrorKind::Backpressure => {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(e) => return Err(format!("submit {id}: {e}")),
+                }
+            }
         }
     }
     engine.flush().await.map_err(|e| format!("flush: {e}"))?;
