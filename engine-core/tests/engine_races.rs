@@ -34,14 +34,43 @@ async fn l2_version(rig: &Rig) -> Option<u64> {
     rig.l2.inner().get(&id(KEY)).await.unwrap().map(|i| i.version())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_read_overtaken_by_a_write_is_not_cached_nor_shared_with_later_readers() {
+/// One durable write; then L1 and L2 lose it (an empty Redis restart, L1 evicting).
+async fn written_then_redis_restarted_empty() -> (Rig, MemoryBus, SyncEngine, u64) {
     let rig = Rig::new();
     let bus = MemoryBus::new();
     let e = rig.start_instance(Rig::config(), &bus).await;
     let v1 = write(&e, "one").await;
     drop_l1(&bus).await;
-    rig.l2.inner().clear(); // Redis restarted empty
+    rig.l2.inner().clear();
+    (rig, bus, e, v1)
+}
+
+/// One durable write, then L2 loses it, then a repair starts whose L3 read of the id takes
+/// 100 ms to come back (returned running, 1 ms in).
+async fn slow_repair_after_l2_loss() -> (
+    Rig,
+    MemoryBus,
+    SyncEngine,
+    tokio::task::JoinHandle<sync_engine_core::Result<sync_engine_core::engine::RepairReport>>,
+) {
+    let rig = Rig::new();
+    let bus = MemoryBus::new();
+    let e = rig.start_instance(Rig::config(), &bus).await;
+    write(&e, "one").await;
+    rig.l2.inner().clear();
+    rig.l3.plan().set_reply_delay(Duration::from_millis(100));
+    let repair = tokio::spawn({
+        let e = e.clone();
+        async move { e.repair("").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    rig.l3.plan().set_reply_delay(Duration::ZERO);
+    (rig, bus, e, repair)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_overtaken_by_a_write_is_not_cached_nor_shared_with_later_readers() {
+    let (rig, bus, e, v1) = written_then_redis_restarted_empty().await;
 
     // Reader A reads L3 now; its answer takes 100 ms to come back.
     rig.l3.plan().set_reply_delay(Duration::from_millis(100));
@@ -76,12 +105,7 @@ async fn a_read_overtaken_by_a_write_is_not_cached_nor_shared_with_later_readers
 
 #[tokio::test(start_paused = true)]
 async fn a_late_promotion_over_a_failed_l2_write_is_never_served() {
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
-    let v1 = write(&e, "one").await;
-    drop_l1(&bus).await;
-    rig.l2.inner().clear(); // Redis restarted empty
+    let (rig, bus, e, v1) = written_then_redis_restarted_empty().await;
 
     // A read finds the id in L3 only and promotes it to L2 in the background; that promotion
     // is slow on its way (100 ms), so it lands after what follows.
@@ -133,20 +157,7 @@ async fn a_full_repair_lifts_the_marks_of_writes_l2_missed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_write_racing_the_repair_of_its_id_is_not_undone_by_it() {
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
-    write(&e, "one").await;
-    rig.l2.inner().clear(); // L2 lost the id: the repair will rewrite it from L3
-
-    // The repair reads the id from L3; the answer takes 100 ms to come back.
-    rig.l3.plan().set_reply_delay(Duration::from_millis(100));
-    let repair = tokio::spawn({
-        let e = e.clone();
-        async move { e.repair("").await }
-    });
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    rig.l3.plan().set_reply_delay(Duration::ZERO);
+    let (rig, bus, e, repair) = slow_repair_after_l2_loss().await;
 
     // Meanwhile a newer write reaches L3 and L2; the repair then removes and rewrites the id
     // with what it read, older than that write.
@@ -184,20 +195,7 @@ async fn reads_that_skip_l2_do_not_keep_its_breaker_from_closing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_repair_that_undoes_a_write_still_on_its_way_to_l3_is_not_forgotten() {
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
-    write(&e, "one").await;
-    rig.l2.inner().clear(); // L2 lost the id: the repair will rewrite it from L3
-
-    // The repair reads the id from L3 now; the answer takes 100 ms to come back.
-    rig.l3.plan().set_reply_delay(Duration::from_millis(100));
-    let repair = tokio::spawn({
-        let e = e.clone();
-        async move { e.repair("").await }
-    });
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    rig.l3.plan().set_reply_delay(Duration::ZERO);
+    let (rig, bus, e, repair) = slow_repair_after_l2_loss().await;
 
     // A newer write: its L2 copy lands at once, its L3 commit takes 200 ms; in between, the
     // repair removes the id from L2 and writes back what it read.
