@@ -132,6 +132,59 @@ async fn a_dead_folders_lock_expires() {
     assert_eq!(store.root_hash().await.unwrap(), tree.root_hash());
 }
 
+/// A folder that died holding the lock (its process killed: Redis drops its connection) does
+/// not block folds until the lock expires: the waiter sees the holder's client is gone.
+#[tokio::test]
+async fn a_killed_folders_lock_is_taken_at_once() {
+    let Some(url) = shared() else { return };
+    let opts = RedisOptions { fold_threshold: 0, ..options("killed") };
+    let prefix = opts.prefix.clone();
+    let store = store_with(&url, opts).await;
+    store.put_batch(&[CacheEntry::new(SyncItem::new(id("k.a"), 1, "v"))]).await.unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut holder = client.get_connection().unwrap();
+    let mut admin = client.get_connection().unwrap();
+    let holder_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut holder).unwrap();
+    let lock = format!("{prefix}{{{prefix}}}m:lock");
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg(format!("dead-1@{holder_id}"))
+        .arg("PX")
+        .arg(30_000)
+        .query(&mut holder)
+        .unwrap();
+    let _: () =
+        redis::cmd("CLIENT").arg("KILL").arg("ID").arg(holder_id).query(&mut admin).unwrap();
+    let started = Instant::now();
+    assert_eq!(store.fold().await.unwrap(), 1);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "waited {waited:?} for a dead holder's lock");
+}
+
+/// A holder that is still connected keeps its lock until it releases it or it expires.
+#[tokio::test]
+async fn a_live_folders_lock_is_respected() {
+    let Some(url) = shared() else { return };
+    let opts = RedisOptions { fold_threshold: 0, ..options("live") };
+    let prefix = opts.prefix.clone();
+    let store = store_with(&url, opts).await;
+    store.put_batch(&[CacheEntry::new(SyncItem::new(id("l.a"), 1, "v"))]).await.unwrap();
+    let mut holder = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let holder_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut holder).unwrap();
+    let lock = format!("{prefix}{{{prefix}}}m:lock");
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg(format!("live-1@{holder_id}"))
+        .arg("PX")
+        .arg(1_000)
+        .query(&mut holder)
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(store.fold().await.unwrap(), 1);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800), "took a live holder's lock after {waited:?}");
+}
+
 /// A folder that loses its lock mid-fold (it expired and another process took it) writes
 /// nothing; the log stays for the next fold, which then makes the shadow exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
