@@ -215,3 +215,18 @@ async fn a_repair_that_undoes_a_write_still_on_its_way_to_l3_is_not_forgotten() 
     assert_eq!(version(&e).await, Some(v2), "reads do not take L2's older value");
     e.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_l3_only_write_is_not_hidden_by_an_older_copy_in_l2() {
+    use sync_engine_core::Route;
+    let rig = Rig::new();
+    let bus = MemoryBus::new();
+    let e = rig.start_instance(Rig::config(), &bus).await;
+    let v1 = write(&e, "one").await;
+    assert_eq!(l2_version(&rig).await, Some(v1));
+    let l3_only = SubmitOptions { route: Route::L3Only, ..SubmitOptions::durable() };
+    let v2 = e.submit_with(KEY, "two", l3_only).await.unwrap();
+    drop_l1(&bus).await;
+    assert_eq!(version(&e).await, Some(v2), "L2's older copy is not served");
+    e.shutdown().await.unwrap();
+}

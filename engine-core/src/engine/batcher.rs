@@ -225,6 +225,11 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
                     .map(|w| (w.item.id(), w.item.stamp())),
             ),
         }
+        // L3-only writes skip L2 by design, so L2 may still hold an older version of them.
+        let l3_only = b.writes.iter().filter(|w| w.route == Route::L3Only);
+        if l3_only.clone().next().is_some() {
+            inner.l2_stale.mark(l3_only.map(|w| (w.item.id(), w.item.stamp())));
+        }
     }
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);
     metrics::histogram!("sync_engine_flush_seconds").record(started.elapsed().as_secs_f64());
