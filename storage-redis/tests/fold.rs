@@ -10,7 +10,7 @@ use sync_engine_core::store::{CacheEntry, CacheStore, MerkleExt};
 use sync_engine_core::{ObjectId, SecretUrl, SyncItem};
 use sync_engine_redis::{RedisOptions, RedisStore};
 
-use common::{count_keys, options, shared, store_with, Src};
+use common::{count_keys, options, shared, store_with, Src, TestStore};
 
 fn id(s: &str) -> ObjectId {
     ObjectId::new(s).unwrap()
@@ -132,27 +132,33 @@ async fn a_dead_folders_lock_expires() {
     assert_eq!(store.root_hash().await.unwrap(), tree.root_hash());
 }
 
+/// A store with one logged change under its own prefix, and another connection holding that
+/// prefix's fold lock for `px` ms under a value naming its client id (as a folder's does).
+async fn store_with_held_lock(
+    url: &str,
+    name: &str,
+    px: u64,
+) -> (TestStore, redis::Connection, i64) {
+    let opts = RedisOptions { fold_threshold: 0, ..options(name) };
+    let prefix = opts.prefix.clone();
+    let store = store_with(url, opts).await;
+    store.put_batch(&[CacheEntry::new(SyncItem::new(id("h.a"), 1, "v"))]).await.unwrap();
+    let mut holder = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let holder_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut holder).unwrap();
+    let lock = format!("{prefix}{{{prefix}}}m:lock");
+    let value = format!("{name}-1@{holder_id}");
+    let _: () =
+        redis::cmd("SET").arg(&lock).arg(value).arg("PX").arg(px).query(&mut holder).unwrap();
+    (store, holder, holder_id)
+}
+
 /// A folder that died holding the lock (its process killed: Redis drops its connection) does
 /// not block folds until the lock expires: the waiter sees the holder's client is gone.
 #[tokio::test]
 async fn a_killed_folders_lock_is_taken_at_once() {
     let Some(url) = shared() else { return };
-    let opts = RedisOptions { fold_threshold: 0, ..options("killed") };
-    let prefix = opts.prefix.clone();
-    let store = store_with(&url, opts).await;
-    store.put_batch(&[CacheEntry::new(SyncItem::new(id("k.a"), 1, "v"))]).await.unwrap();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut holder = client.get_connection().unwrap();
-    let mut admin = client.get_connection().unwrap();
-    let holder_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut holder).unwrap();
-    let lock = format!("{prefix}{{{prefix}}}m:lock");
-    let _: () = redis::cmd("SET")
-        .arg(&lock)
-        .arg(format!("dead-1@{holder_id}"))
-        .arg("PX")
-        .arg(30_000)
-        .query(&mut holder)
-        .unwrap();
+    let (store, _holder, holder_id) = store_with_held_lock(&url, "killed", 30_000).await;
+    let mut admin = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
     let _: () =
         redis::cmd("CLIENT").arg("KILL").arg("ID").arg(holder_id).query(&mut admin).unwrap();
     let started = Instant::now();
@@ -165,20 +171,7 @@ async fn a_killed_folders_lock_is_taken_at_once() {
 #[tokio::test]
 async fn a_live_folders_lock_is_respected() {
     let Some(url) = shared() else { return };
-    let opts = RedisOptions { fold_threshold: 0, ..options("live") };
-    let prefix = opts.prefix.clone();
-    let store = store_with(&url, opts).await;
-    store.put_batch(&[CacheEntry::new(SyncItem::new(id("l.a"), 1, "v"))]).await.unwrap();
-    let mut holder = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
-    let holder_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut holder).unwrap();
-    let lock = format!("{prefix}{{{prefix}}}m:lock");
-    let _: () = redis::cmd("SET")
-        .arg(&lock)
-        .arg(format!("live-1@{holder_id}"))
-        .arg("PX")
-        .arg(1_000)
-        .query(&mut holder)
-        .unwrap();
+    let (store, _holder, _) = store_with_held_lock(&url, "live", 1_000).await;
     let started = Instant::now();
     assert_eq!(store.fold().await.unwrap(), 1);
     let waited = started.elapsed();
