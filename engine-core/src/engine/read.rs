@@ -99,56 +99,39 @@ async fn reread(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
 
 async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
     let started = Instant::now();
-    let ids = std::slice::from_ref(id);
-    let mut corrupt = false;
-    if let Some(l2) = &inner.l2 {
-        // (The breaker last: in half-open, `allow` hands out the one probe.)
-        if !inner.l2_stale.suspect(id) && inner.l2_breaker.allow() {
-            match l2.get_many(ids).await {
-                Ok(mut v) => {
-                    inner.l2_breaker.success();
-                    if let Some(item) = v.pop().flatten() {
-                        inner.reads.fill(&inner.l1, &item);
-                        hit("l2", started);
-                        return Ok(Some(item));
-                    }
-                }
-                // The server answered, with a damaged value: not an outage (self-healed below).
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    inner.l2_breaker.success();
-                    corrupt = true;
-                    tracing::debug!(error = %e, "L2 refused a damaged value; reading L3");
-                }
-                Err(e) => {
-                    inner.l2_breaker.failure();
-                    tracing::debug!(error = %e, "L2 read failed; falling through to L3");
-                }
-            }
-        }
-    }
-    let found = read_l3(inner, ids).await.map_err(|e| (e.kind(), e.to_string()))?;
-    let item = found.into_iter().next().flatten();
-    if let Some(item) = &item {
-        inner.reads.fill(&inner.l1, item);
-    }
-    let promote: Vec<SyncItem> = item.iter().cloned().collect();
-    if corrupt {
-        super::heal::spawn(inner, ids.to_vec(), promote);
-    } else {
-        promote_to_l2(inner, promote);
-    }
-    hit(if item.is_some() { "l3" } else { "miss" }, started);
+    let (mut found, from_l2) = read_through(inner, std::slice::from_ref(id))
+        .await
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    let item = found.pop().flatten();
+    hit(
+        match (&item, from_l2) {
+            (None, _) => "miss",
+            (Some(_), 0) => "l3",
+            (Some(_), _) => "l2",
+        },
+        started,
+    );
     Ok(item)
 }
 
 async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
+    Ok(read_through(inner, ids).await?.0)
+}
+
+/// `ids` from L2 (except those L2 missed a write of), the rest from L3, filling L1 and
+/// promoting L3's answers (or healing L2 if it refused a damaged value). Also returns how many
+/// L2 answered.
+async fn read_through(
+    inner: &Arc<Inner>,
+    ids: &[ObjectId],
+) -> crate::Result<(Vec<Option<SyncItem>>, usize)> {
     let mut out: Vec<Option<SyncItem>> = vec![None; ids.len()];
     let mut rest: Vec<usize> = (0..ids.len()).collect();
     let mut corrupt = false;
-    // Ids L2 missed a write of go straight to L3.
-    let (ask, skip): (Vec<usize>, Vec<usize>) =
-        (0..ids.len()).partition(|&i| !inner.l2_stale.suspect(&ids[i]));
     if let Some(l2) = &inner.l2 {
+        // Ids L2 missed a write of go straight to L3.
+        let (ask, skip): (Vec<usize>, Vec<usize>) =
+            (0..ids.len()).partition(|&i| !inner.l2_stale.suspect(&ids[i]));
         // (The breaker last: in half-open, `allow` hands out the one probe.)
         if !ask.is_empty() && inner.l2_breaker.allow() {
             let ask_ids: Vec<ObjectId> = ask.iter().map(|&i| ids[i].clone()).collect();
@@ -167,16 +150,22 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
                     }
                     rest.sort_unstable();
                 }
+                // The server answered, with a damaged value: not an outage (self-healed below).
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
                     inner.l2_breaker.success();
                     corrupt = true;
+                    tracing::debug!(error = %e, "L2 refused a damaged value; reading L3");
                 }
-                Err(_) => inner.l2_breaker.failure(),
+                Err(e) => {
+                    inner.l2_breaker.failure();
+                    tracing::debug!(error = %e, "L2 read failed; falling through to L3");
+                }
             }
         }
     }
+    let from_l2 = ids.len() - rest.len();
     if rest.is_empty() {
-        return Ok(out);
+        return Ok((out, from_l2));
     }
     let rest_ids: Vec<ObjectId> = rest.iter().map(|&i| ids[i].clone()).collect();
     let found = read_l3(inner, &rest_ids).await?;
@@ -193,7 +182,7 @@ async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<O
     } else {
         promote_to_l2(inner, promote);
     }
-    Ok(out)
+    Ok((out, from_l2))
 }
 
 async fn read_l3(inner: &Inner, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
