@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::write::Route;
 use super::Inner;
 use crate::store::{CacheEntry, Change};
-use crate::{Error, ErrorKind, ObjectId, SyncItem};
+use crate::{Error, ErrorKind, ObjectId, Stamp, SyncItem};
 
 /// Ack channel of a durable submit or a flush.
 pub(crate) type Ack = oneshot::Sender<crate::Result<()>>;
@@ -213,22 +213,19 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
     let sent = inner.l2_stale.token();
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     if inner.l2.is_some() {
-        match &l2 {
-            Ok(()) => inner
-                .l2_stale
-                .written(sent, l2_entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
-            // L2 missed these writes: until it has them, reads of them skip it.
-            Err(_) => inner.l2_stale.mark(
-                b.writes
-                    .iter()
-                    .filter(|w| w.route == Route::Both)
-                    .map(|w| (w.item.id(), w.item.stamp())),
-            ),
+        if l2.is_ok() {
+            inner.l2_stale.written(sent, l2_entries.iter().map(|e| (e.item.id(), e.item.stamp())));
         }
-        // L3-only writes skip L2 by design, so L2 may still hold an older version of them.
-        let l3_only = b.writes.iter().filter(|w| w.route == Route::L3Only);
-        if l3_only.clone().next().is_some() {
-            inner.l2_stale.mark(l3_only.map(|w| (w.item.id(), w.item.stamp())));
+        // Writes L2 missed (its write failed), and L3-only writes (which skip L2 by design):
+        // L2 may hold an older version of them, so reads skip it for them until it has them.
+        let missed: Vec<(&ObjectId, Stamp)> = b
+            .writes
+            .iter()
+            .filter(|w| w.route == Route::L3Only || (w.route == Route::Both && l2.is_err()))
+            .map(|w| (w.item.id(), w.item.stamp()))
+            .collect();
+        if !missed.is_empty() {
+            inner.l2_stale.mark(missed);
         }
     }
     metrics::histogram!("sync_engine_batch_items").record(b.writes.len() as f64);

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +80,16 @@ impl FaultPlan {
         self.reply_us.store(us, Ordering::SeqCst);
     }
 
-    fn reply_delay(&self) -> Duration {
-        Duration::from_micros(self.reply_us.load(Ordering::SeqCst))
+    /// A read through the plan: the usual faults first, then the reply delay captured when
+    /// the read started.
+    async fn read<T>(&self, op: &'static str, read: impl Future<Output = Result<T>>) -> Result<T> {
+        let reply = Duration::from_micros(self.reply_us.load(Ordering::SeqCst));
+        self.check(op).await?;
+        let answer = read.await;
+        if !reply.is_zero() {
+            tokio::time::sleep(reply).await;
+        }
+        answer
     }
 
     /// Calls made through the wrapper so far.
@@ -150,13 +159,7 @@ impl<T: ArchiveStore> ArchiveStore for Faulty<T> {
         self.inner.backend()
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
-        let reply = self.plan.reply_delay();
-        self.plan.check("get_many").await?;
-        let answer = self.inner.get_many(ids).await;
-        if !reply.is_zero() {
-            tokio::time::sleep(reply).await;
-        }
-        answer
+        self.plan.read("get_many", self.inner.get_many(ids)).await
     }
     async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome> {
         self.plan.check("put_batch").await?;
@@ -191,13 +194,7 @@ impl<T: CacheStore> CacheStore for Faulty<T> {
         self.inner.backend()
     }
     async fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<SyncItem>>> {
-        let reply = self.plan.reply_delay();
-        self.plan.check("get_many").await?;
-        let answer = self.inner.get_many(ids).await;
-        if !reply.is_zero() {
-            tokio::time::sleep(reply).await;
-        }
-        answer
+        self.plan.read("get_many", self.inner.get_many(ids)).await
     }
     async fn put_batch(&self, entries: &[CacheEntry]) -> Result<PutOutcome> {
         self.plan.check("put_batch").await?;
