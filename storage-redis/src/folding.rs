@@ -45,6 +45,12 @@ const STEAL_LUA: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// How often a waiter checks whether the lock's holder is still connected.
 const HOLDER_CHECK_EVERY: u32 = 20;
 
+/// The connection folds run on, with its Redis client id (named in the fold lock's value).
+pub(crate) struct FoldConn {
+    conn: MultiplexedConnection,
+    client: Option<i64>,
+}
+
 fn lock_lost() -> Error {
     Error::new(ErrorKind::Unavailable, "the fold lock expired or changed hands; nothing applied")
         .with_operation("fold")
@@ -102,12 +108,19 @@ impl RedisStore {
         .await
     }
 
-    async fn fold_connection(&self) -> Result<MultiplexedConnection> {
+    async fn fold_connection(&self) -> Result<FoldConn> {
         let o = &self.inner.opts;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(o.connect_timeout))
             .set_response_timeout(Some(o.response_timeout));
-        self.bounded(self.inner.client.get_multiplexed_async_connection_with_config(&config)).await
+        let mut conn = self
+            .bounded(self.inner.client.get_multiplexed_async_connection_with_config(&config))
+            .await?;
+        // Named in the lock's value, so that a waiter can tell a holder that died (a killed
+        // process: Redis drops its connection at once). Without `CLIENT ID` (a restricted
+        // server) the lock's expiry alone frees it.
+        let client = self.bounded(redis::cmd("CLIENT").arg("ID").query_async(&mut conn)).await.ok();
+        Ok(FoldConn { conn, client })
     }
 
     /// `fut` within the connect + response deadline, errors mapped (no retry: a fold that
@@ -124,15 +137,10 @@ impl RedisStore {
         }
     }
 
-    async fn fold_round(&self, conn: &mut MultiplexedConnection) -> Result<Round> {
+    async fn fold_round(&self, fc: &mut FoldConn) -> Result<Round> {
         let lock = self.inner.keys.lock();
-        // The lock's value names this connection's client id, so that a waiter can tell a
-        // holder that died (a killed process: Redis drops its connection at once) and take the
-        // lock without waiting out its expiry. Without `CLIENT ID` (a restricted server) the
-        // expiry alone frees it.
-        let client: Option<i64> =
-            self.bounded(redis::cmd("CLIENT").arg("ID").query_async(conn)).await.ok();
-        let token = match client {
+        let conn = &mut fc.conn;
+        let token = match fc.client {
             Some(id) => format!("{}@{id}", token()),
             None => token(),
         };

@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     pub(crate) client: redis::Client,
     /// The fold's connection (it WATCHes the lock, so nothing else may use it); the mutex
     /// also serialises this process' folds (the Redis lock serialises processes).
-    pub(crate) fold_conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    pub(crate) fold_conn: tokio::sync::Mutex<Option<crate::folding::FoldConn>>,
     /// A background fold is scheduled or running.
     pub(crate) folding: AtomicBool,
     /// The connection of optimistic writes (it WATCHes the write epoch, so nothing else may
