@@ -19,7 +19,7 @@ use sync_engine_core::merkle::{join, Digest, NodeValue};
 use crate::batch::split_last;
 use crate::keys::Keys;
 use crate::log::Change;
-use crate::nibbles::{hash_prefix, hex, mask, nibble, IdMap, NodeId};
+use crate::nibbles::{hash_prefix, mask, nibble, IdMap, NodeId};
 use crate::node::{self, NodeError, Raw, Slot};
 
 /// Deepest bucket level (bucket keys hold at most 16 hash nibbles).
@@ -27,9 +27,9 @@ pub(crate) const MAX_DEPTH: u8 = 16;
 
 /// What the fold needs next.
 #[derive(Debug)]
-pub(crate) enum Step {
+pub(crate) enum Step<'s> {
     /// These node keys, as Redis holds them (None: absent), in this order.
-    Read(Vec<String>),
+    Read(&'s [String]),
     /// Write `sets`, delete `dels`; done.
     Done { sets: Vec<(String, Vec<u8>)>, dels: Vec<String> },
 }
@@ -45,25 +45,29 @@ pub(crate) enum FoldError {
 
 struct PathInfo<'a> {
     path: &'a str,
-    seg: &'a str,
     entries: Vec<u32>,
 }
 
-enum Kind<'a> {
-    Leaf { seg: &'a str, old: Option<Digest>, new: Option<Digest> },
+enum Kind {
+    Leaf { old: Option<Digest>, new: Option<Digest> },
     Child(u32),
 }
 
 struct EntryChange<'a> {
     path: u32,
-    hp: u64,
-    kind: Kind<'a>,
+    seg: &'a str,
+    /// The segment's hash prefix, computed when a split node first needs it (an entry of an
+    /// unsplit node never does).
+    hp: Option<u64>,
+    kind: Kind,
     /// The deepest node of its chain found so far (finally: its unsplit bucket).
     at: Option<u32>,
 }
 
 struct NodeState {
     id: NodeId,
+    /// The node's Redis key (built once: read, then written under it).
+    key: String,
     parent: Option<u32>,
     node: Raw,
     orig: NodeValue,
@@ -84,12 +88,15 @@ pub(crate) struct Fold<'k, 'a> {
     keys: &'k Keys,
     cap: usize,
     paths: Vec<PathInfo<'a>>,
-    path_index: HashMap<&'a str, u32>,
+    /// Keys come from user ids: a seeded hasher, not a fixed one (and SipHash was a tenth of
+    /// the fold's CPU).
+    path_index: HashMap<&'a str, u32, foldhash::fast::RandomState>,
     entries: Vec<EntryChange<'a>>,
     nodes: Vec<NodeState>,
     by_id: IdMap<u32>,
-    /// The nodes asked for by the last `Read`, with their parent node.
+    /// The nodes asked for by the last `Read`, with their parent node, and their keys.
     asked: Vec<(NodeId, Option<u32>)>,
+    asked_keys: Vec<String>,
     /// The child path nodes asked for by the split `Read`, and their values once read.
     split_asked: Vec<String>,
     extra: HashMap<String, NodeValue>,
@@ -103,11 +110,12 @@ impl<'k, 'a> Fold<'k, 'a> {
             keys,
             cap: cap.max(1),
             paths: Vec::new(),
-            path_index: HashMap::new(),
+            path_index: HashMap::default(),
             entries: Vec::with_capacity(changes.len() * 2),
             nodes: Vec::new(),
             by_id: IdMap::default(),
             asked: Vec::new(),
+            asked_keys: Vec::new(),
             split_asked: Vec::new(),
             extra: HashMap::new(),
             stage: Stage::Paths,
@@ -117,8 +125,8 @@ impl<'k, 'a> Fold<'k, 'a> {
             let (parent, seg) = split_last(c.id);
             let p = f.add_path(parent);
             let e = f.entries.len() as u32;
-            let kind = Kind::Leaf { seg, old: c.old, new: c.new };
-            f.entries.push(EntryChange { path: p, hp: hash_prefix(seg), kind, at: None });
+            let kind = Kind::Leaf { old: c.old, new: c.new };
+            f.entries.push(EntryChange { path: p, seg, hp: None, kind, at: None });
             f.paths[p as usize].entries.push(e);
         }
         f
@@ -132,11 +140,11 @@ impl<'k, 'a> Fold<'k, 'a> {
         let parent = (!path.is_empty()).then(|| self.add_path(split_last(path).0));
         let seg = if path.is_empty() { "" } else { split_last(path).1 };
         let i = self.paths.len() as u32;
-        let hp = if path.is_empty() { 0 } else { hash_prefix(seg) };
-        self.paths.push(PathInfo { path, seg, entries: Vec::new() });
+        self.paths.push(PathInfo { path, entries: Vec::new() });
         if let Some(p) = parent {
             let e = self.entries.len() as u32;
-            self.entries.push(EntryChange { path: p, hp, kind: Kind::Child(i), at: None });
+            let kind = Kind::Child(i);
+            self.entries.push(EntryChange { path: p, seg, hp: None, kind, at: None });
             self.paths[p as usize].entries.push(e);
         }
         self.path_index.insert(path, i);
@@ -144,11 +152,17 @@ impl<'k, 'a> Fold<'k, 'a> {
     }
 
     fn key(&self, id: NodeId) -> String {
-        self.keys.node(self.paths[id.0 as usize].path, &hex(id.2, id.1))
+        self.keys.node_at(self.paths[id.0 as usize].path, id.2, id.1)
+    }
+
+    /// Ask for the nodes in `asked`: their keys, built once and kept for the write.
+    fn ask(&mut self) -> Step<'_> {
+        self.asked_keys = self.asked.iter().map(|(id, _)| self.key(*id)).collect();
+        Step::Read(&self.asked_keys)
     }
 
     /// Advance: hand in the values of the keys asked for last, in order (empty at the start).
-    pub(crate) fn step(&mut self, read: Vec<Option<Vec<u8>>>) -> Result<Step, FoldError> {
+    pub(crate) fn step(&mut self, read: Vec<Option<Vec<u8>>>) -> Result<Step<'_>, FoldError> {
         let stage = self.stage;
         if stage == Stage::Splits {
             let asked = std::mem::take(&mut self.split_asked);
@@ -159,19 +173,21 @@ impl<'k, 'a> Fold<'k, 'a> {
             }
         } else {
             let asked = std::mem::take(&mut self.asked);
+            let keys = std::mem::take(&mut self.asked_keys);
             if asked.len() != read.len() {
                 return Err(FoldError::Answer { asked: asked.len(), got: read.len() });
             }
-            for ((id, parent), raw) in asked.into_iter().zip(read) {
+            for (((id, parent), key), raw) in asked.into_iter().zip(keys).zip(read) {
                 let (node, existed) = match raw {
-                    Some(b) => (
-                        Raw::decode(b).map_err(|err| FoldError::Node { key: self.key(id), err })?,
-                        true,
-                    ),
+                    Some(b) => match Raw::decode(b) {
+                        Ok(node) => (node, true),
+                        Err(err) => return Err(FoldError::Node { key, err }),
+                    },
                     None => (Raw::default(), false),
                 };
                 self.insert(NodeState {
                     id,
+                    key,
                     parent,
                     orig: node.value,
                     node,
@@ -184,19 +200,17 @@ impl<'k, 'a> Fold<'k, 'a> {
             Stage::Paths => {
                 self.stage = Stage::Buckets;
                 self.asked = (0..self.paths.len() as u32).map(|p| ((p, 0, 0), None)).collect();
-                Ok(Step::Read(self.asked.iter().map(|(id, _)| self.key(*id)).collect()))
+                Ok(self.ask())
             }
             Stage::Buckets => {
                 if self.walk() {
-                    return Ok(Step::Read(
-                        self.asked.iter().map(|(id, _)| self.key(*id)).collect(),
-                    ));
+                    return Ok(self.ask());
                 }
                 self.apply_changes();
                 self.stage = Stage::Splits;
                 self.split_asked = self.split_reads();
                 if !self.split_asked.is_empty() {
-                    return Ok(Step::Read(self.split_asked.clone()));
+                    return Ok(Step::Read(&self.split_asked));
                 }
                 self.step(Vec::new())
             }
@@ -220,6 +234,7 @@ impl<'k, 'a> Fold<'k, 'a> {
     /// (they are then in `asked`).
     fn walk(&mut self) -> bool {
         let mut wanted: IdMap<()> = IdMap::default();
+        let nodes = &self.nodes;
         for e in &mut self.entries {
             let mut cur = match e.at {
                 Some(n) => n,
@@ -230,12 +245,13 @@ impl<'k, 'a> Fold<'k, 'a> {
             };
             loop {
                 e.at = Some(cur);
-                let st = &self.nodes[cur as usize];
+                let st = &nodes[cur as usize];
                 if !st.node.split || st.id.1 >= MAX_DEPTH {
                     break;
                 }
                 let depth = st.id.1 + 1;
-                let id = (e.path, depth, e.hp & mask(depth));
+                let hp = *e.hp.get_or_insert_with(|| hash_prefix(e.seg));
+                let id = (e.path, depth, hp & mask(depth));
                 match self.by_id.get(&id) {
                     Some(&n) => cur = n,
                     None => {
@@ -256,8 +272,9 @@ impl<'k, 'a> Fold<'k, 'a> {
             for e in std::mem::take(&mut self.paths[p].entries) {
                 let entry = &self.entries[e as usize];
                 let Some(leaf_bucket) = entry.at else { continue };
+                let seg = entry.seg;
                 let (delta, op) = match entry.kind {
-                    Kind::Leaf { seg, old, new } => {
+                    Kind::Leaf { old, new } => {
                         let op = match new {
                             Some(d) => Op::Leaf(seg, d, old.is_none()),
                             None => Op::Remove(false, seg),
@@ -268,7 +285,6 @@ impl<'k, 'a> Fold<'k, 'a> {
                         let Some(&n) = self.by_id.get(&(c, 0, 0)) else { continue };
                         let (before, after) =
                             (self.nodes[n as usize].orig, self.nodes[n as usize].node.value);
-                        let seg = self.paths[c as usize].seg;
                         let op = match (before.count != 0, after.count != 0) {
                             (false, true) => Some(Op::Path(seg)),
                             (true, false) => Some(Op::Remove(true, seg)),
@@ -375,6 +391,7 @@ impl<'k, 'a> Fold<'k, 'a> {
             };
             let st = NodeState {
                 id,
+                key: self.key(id),
                 parent: Some(n),
                 node,
                 orig: NodeValue::EMPTY,
@@ -388,14 +405,14 @@ impl<'k, 'a> Fold<'k, 'a> {
         }
     }
 
-    fn writes(&mut self) -> Step {
+    fn writes(&mut self) -> Step<'static> {
         let mut sets = Vec::new();
         let mut dels = Vec::new();
         for st in std::mem::take(&mut self.nodes) {
             if !st.dirty {
                 continue;
             }
-            let key = self.key(st.id);
+            let key = st.key;
             if st.node.value.count == 0 {
                 if st.existed {
                     dels.push(key);

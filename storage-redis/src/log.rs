@@ -72,7 +72,8 @@ fn parse_one<'a>(data_prefix: &str, blob: &'a [u8], at: usize) -> Option<(Change
 /// The net change per id of changes in log order: the first old and the last new digest;
 /// ids that end where they started are dropped.
 pub(crate) fn net(changes: Vec<Change<'_>>) -> Vec<Change<'_>> {
-    let mut at: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
+    let mut at: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut out: Vec<Change<'_>> = Vec::with_capacity(changes.len());
     for c in changes {
         match at.get(c.id) {

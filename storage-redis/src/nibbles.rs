@@ -54,6 +54,7 @@ pub(crate) fn nibble(hp: u64, i: u8) -> u8 {
 }
 
 /// Lower-case hex of the first `depth` nibbles.
+#[cfg(test)]
 pub(crate) fn hex(nibbles: u64, depth: u8) -> String {
     (0..depth).map(|i| char::from(b"0123456789abcdef"[usize::from(nibble(nibbles, i))])).collect()
 }

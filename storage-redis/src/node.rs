@@ -98,6 +98,26 @@ pub(crate) fn decode_slots(b: &[u8], offset: usize) -> Result<Vec<Slot>, NodeErr
     Ok(slots)
 }
 
+/// Check the entries that follow a header exactly as [`decode_slots`] does, without building
+/// them; returns how many there are.
+fn check_slots(b: &[u8], offset: usize) -> Result<usize, NodeError> {
+    let (mut at, mut n) = (0, 0);
+    while at < b.len() {
+        let bad = || NodeError::Entry(offset + at);
+        let tag = b[at];
+        let len = usize::from(u16::from_be_bytes(read(b, at + 1).ok_or_else(bad)?));
+        let seg = b.get(at + 3..at + 3 + len).ok_or_else(bad)?;
+        std::str::from_utf8(seg).map_err(|_| bad())?;
+        let end = at + 3 + len + if tag == LEAF { 32 } else { 0 };
+        if (tag != LEAF && tag != PATH) || end > b.len() {
+            return Err(bad());
+        }
+        at = end;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Decode a stored node.
 pub(crate) fn decode(b: &[u8]) -> Result<Node, NodeError> {
     if b.len() < HEADER_LEN {
@@ -177,8 +197,17 @@ fn entries(b: &[u8]) -> impl Iterator<Item = (usize, u8, &[u8], usize)> + '_ {
 impl Raw {
     /// Take a stored node, checking its entries are well formed.
     pub(crate) fn decode(b: Vec<u8>) -> Result<Raw, NodeError> {
-        let n = decode(&b)?;
-        Ok(Raw { value: n.value, split: n.split, nent: n.slots.len() as u32, bytes: b })
+        if b.len() < HEADER_LEN {
+            return Err(NodeError::Short(b.len()));
+        }
+        let value = value_of(&b).ok_or(NodeError::Short(b.len()))?;
+        let listed = u32::from_le_bytes(read(&b, 40).ok_or(NodeError::Short(b.len()))?);
+        let split = b[44] == 1;
+        let found = check_slots(&b[HEADER_LEN..], HEADER_LEN)?;
+        if !split && found != listed as usize {
+            return Err(NodeError::Count { listed, found });
+        }
+        Ok(Raw { value, split, nent: found as u32, bytes: b })
     }
 
     /// Number of entries.
@@ -333,6 +362,35 @@ mod tests {
             prop_assert_eq!(raw.len(), model.len());
             let got = decode(&raw.into_bytes()).unwrap();
             prop_assert_eq!(got, Node { value, split: false, slots: model });
+        }
+    }
+
+    proptest! {
+        /// `Raw::decode` (which checks without building entries) accepts and refuses exactly
+        /// what `decode` does, with the same error, on well-formed and damaged bytes alike.
+        #[test]
+        fn raw_decode_judges_bytes_like_decode(
+            slots in proptest::collection::vec(slot(), 0..6), split in any::<bool>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in 0usize..8,
+        ) {
+            let n = Node { value: NodeValue::EMPTY, split, slots: if split { vec![] } else { slots } };
+            let mut b = encode(&n);
+            for (i, v) in flips {
+                let at = i.index(b.len());
+                if at >= 40 { b[at] = v; }
+            }
+            b.truncate(b.len().saturating_sub(cut));
+            let full = decode(&b);
+            let raw = Raw::decode(b.clone());
+            match (full, raw) {
+                (Ok(n), Ok(r)) => {
+                    prop_assert_eq!(r.len(), n.slots.len());
+                    prop_assert_eq!((r.value, r.split), (n.value, n.split));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "decode {:?} vs Raw::decode {:?}", a, b.map(|r| r.len())),
+            }
         }
     }
 
