@@ -255,10 +255,10 @@ impl RedisStore {
                     .with_backend(BACKEND)
             })?;
             match step {
-                Step::Read(wanted) if wanted.is_empty() => {}
+                Step::Read([]) => {}
                 Step::Read(wanted) => {
                     supplied =
-                        self.bounded(redis::cmd("MGET").arg(&wanted).query_async(conn)).await?;
+                        self.bounded(redis::cmd("MGET").arg(wanted).query_async(conn)).await?;
                 }
                 Step::Done { sets, dels } => break (sets, dels),
             }
