@@ -1,6 +1,7 @@
 //! L1: the in-process cache, bounded by bytes (quick_cache with a byte weigher).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -13,10 +14,15 @@ use crate::{newer_wins, ObjectId, Stamp, SyncItem};
 /// A cached item, or a *floor*: another instance published a newer stamp for the id, so
 /// nothing older may be cached (or served) for it — it closes the race of a backend read that
 /// started before the invalidation and would otherwise cache the old value after it.
+///
+/// Both variants are pointers: quick_cache keeps its entries inline in a table that grows by
+/// doubling, so a small slot keeps the table's slack (and the moment it holds the old and the
+/// new array at once) small — an inline item made it ~10 MB of a 16 MiB budget's peak heap —
+/// and a lookup clones a pointer instead of the item.
 #[derive(Clone)]
 enum Slot {
-    Item(SyncItem),
-    Floor(Stamp),
+    Item(Arc<SyncItem>),
+    Floor(Box<Stamp>),
 }
 
 #[derive(Clone)]
@@ -26,7 +32,8 @@ struct Entry {
 }
 
 /// Bytes an L1 entry costs beyond [`SyncItem::weight`] (which counts 96 bytes of the item's
-/// own overhead): the cloned key, the cache slot, the shared-buffer header of the content.
+/// own overhead): the cloned key, the cache slot, the shared allocation holding the item, the
+/// shared-buffer header of the content.
 /// Measured at ~215 bytes per entry over 100,000 entries of 512-byte items (x86-64, glibc).
 const ENTRY_OVERHEAD: u64 = 128;
 
@@ -121,7 +128,7 @@ impl L1 {
             }
         }
         match e.slot {
-            Slot::Item(item) => Some(item),
+            Slot::Item(item) => Some(SyncItem::clone(&item)),
             Slot::Floor(_) => None,
         }
     }
@@ -132,15 +139,15 @@ impl L1 {
         if let Some(cur) = cache.get(item.id()) {
             let stored = match &cur.slot {
                 Slot::Item(i) => i.stamp(),
-                Slot::Floor(s) => *s,
+                Slot::Floor(s) => **s,
             };
             // Equal to a floor is fine: the floor is exactly the item's stamp.
-            let floor_met = matches!(cur.slot, Slot::Floor(s) if s == item.stamp());
+            let floor_met = matches!(&cur.slot, Slot::Floor(s) if **s == item.stamp());
             if !floor_met && !newer_wins(&item.stamp(), Some(&stored)) {
                 return;
             }
         }
-        let slot = Slot::Item(item.clone());
+        let slot = Slot::Item(Arc::new(item.clone()));
         cache.insert(item.id().clone(), Entry { slot, cached_at: Instant::now() });
     }
 
@@ -152,13 +159,14 @@ impl L1 {
         let cur = cache.get(id);
         let stored = cur.as_ref().map(|e| match &e.slot {
             Slot::Item(i) => i.stamp(),
-            Slot::Floor(s) => *s,
+            Slot::Floor(s) => **s,
         });
         if !newer_wins(&stamp, stored.as_ref()) {
             return;
         }
         if floor || cur.is_some() {
-            cache.insert(id.clone(), Entry { slot: Slot::Floor(stamp), cached_at: Instant::now() });
+            let slot = Slot::Floor(Box::new(stamp));
+            cache.insert(id.clone(), Entry { slot, cached_at: Instant::now() });
         }
     }
 
@@ -246,6 +254,13 @@ mod tests {
         fill(&l1, 2000);
         assert_eq!(l1.capacity(), budget);
         assert!(l1.bytes() > budget / 2);
+    }
+
+    #[test]
+    fn cache_slots_stay_pointer_sized() {
+        // The table holds entries inline and grows by doubling: a slot that inlines the item
+        // (~150 bytes) made the table's slack a visible share of the budget.
+        assert!(std::mem::size_of::<Entry>() <= 32, "{} bytes", std::mem::size_of::<Entry>());
     }
 
     #[test]
