@@ -40,20 +40,23 @@ while true do
   raw = call('GET', base .. 'n:' .. ssub(hex, 1, depth) .. ':' .. path)
 end
 
--- An unsplit node: its child paths' values come from their own nodes.
+-- An unsplit node: its child paths' values come from their own nodes. Leaf entries are only
+-- stepped over (every string made here is hashed byte by byte), and a child's key is one
+-- concatenation onto the prefix they share.
 local out = {'E', depth, raw}
 local segs, keys = {}, {}
 local pos, len = 46, #raw
+local child = base .. 'n::' .. (path == '' and '' or (path .. '.'))
 while pos <= len do
   local tag = sbyte(raw, pos)
   local n = sunpack('>H', raw, pos + 1)
-  local seg = ssub(raw, pos + 3, pos + 2 + n)
-  pos = pos + 3 + n
   if tag == 108 then
-    pos = pos + 32
+    pos = pos + 35 + n
   else
+    local seg = ssub(raw, pos + 3, pos + 2 + n)
+    pos = pos + 3 + n
     segs[#segs + 1] = seg
-    keys[#keys + 1] = base .. 'n::' .. (path == '' and seg or (path .. '.' .. seg))
+    keys[#keys + 1] = child .. seg
   end
 end
 for i = 1, #keys, 4000 do
