@@ -214,7 +214,7 @@ pub(crate) async fn write_batch(inner: &Arc<Inner>, b: Batch) {
     let (l3, l2) = tokio::join!(write_l3(inner, &l3_items), write_l2(inner, &l2_entries));
     if inner.l2.is_some() {
         if l2.is_ok() {
-            inner.l2_stale.written(sent, l2_entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+            inner.l2_stale.written_entries(sent, &l2_entries);
         }
         // Writes L2 missed (its write failed), and L3-only writes (which skip L2 by design):
         // L2 may hold an older version of them, so reads skip it for them until it has them.
@@ -280,9 +280,8 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
                 inner.l3_breaker.success();
                 // Before the overlay lets go: a read that misses the overlay from now on must
                 // find these stamps recorded if it joins a read that started earlier.
-                inner.reads.committed(&inner.l1, items.iter().map(|i| (i.id(), i.stamp())));
-                inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
-                inner.rebalance_l1();
+                inner.reads.committed(&inner.l1, super::stamps(items));
+                inner.release_unflushed(super::stamps(items));
                 if outcome.stale > 0 {
                     forget_losers(inner, items);
                 }
@@ -295,8 +294,7 @@ async fn write_l3(inner: &Arc<Inner>, items: &[SyncItem]) -> crate::Result<()> {
             Err(e) => {
                 inner.l3_breaker.success();
                 tracing::error!(error = %e, items = items.len(), "L3 rejected a batch");
-                inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
-                inner.rebalance_l1();
+                inner.release_unflushed(super::stamps(items));
                 for i in items {
                     inner.l1.remove(i.id());
                 }

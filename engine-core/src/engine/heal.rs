@@ -77,9 +77,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, ids: Vec<ObjectId>, items: Vec<SyncItem>
                 let entries: Vec<CacheEntry> = items.into_iter().map(CacheEntry::new).collect();
                 let sent = inner.l2_stale.token();
                 match l2.put_batch(&entries).await {
-                    Ok(_) => inner
-                        .l2_stale
-                        .written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp()))),
+                    Ok(_) => inner.l2_stale.written_entries(sent, &entries),
                     Err(e) => tracing::debug!(error = %e, "L2 self-heal: rewrite failed"),
                 }
             }

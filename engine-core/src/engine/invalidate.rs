@@ -65,7 +65,7 @@ pub(crate) fn apply(inner: &Arc<Inner>, event: BusEvent) {
                 let reading = inner.reads.in_flight(&c.id);
                 inner.l1.invalidate(&c.id, c.stamp, reading);
                 inner.reads.committed(&inner.l1, [(&c.id, c.stamp)]);
-                inner.overlay.supersede(&c.id, c.stamp);
+                inner.supersede_unflushed(&c.id, c.stamp);
                 if noting && !c.stamp.tombstone {
                     inner.filter.note(&c.id);
                 }

@@ -25,6 +25,16 @@ enum Slot {
     Floor(Box<Stamp>),
 }
 
+impl Slot {
+    /// The stamp the slot holds: the item's, or the floor.
+    fn stamp(&self) -> Stamp {
+        match self {
+            Slot::Item(i) => i.stamp(),
+            Slot::Floor(s) => **s,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     slot: Slot,
@@ -137,10 +147,7 @@ impl L1 {
     pub fn put(&self, item: &SyncItem) {
         let cache = self.cache.read();
         if let Some(cur) = cache.get(item.id()) {
-            let stored = match &cur.slot {
-                Slot::Item(i) => i.stamp(),
-                Slot::Floor(s) => **s,
-            };
+            let stored = cur.slot.stamp();
             // Equal to a floor is fine: the floor is exactly the item's stamp.
             let floor_met = matches!(&cur.slot, Slot::Floor(s) if **s == item.stamp());
             if !floor_met && !newer_wins(&item.stamp(), Some(&stored)) {
@@ -157,10 +164,7 @@ impl L1 {
     pub fn invalidate(&self, id: &ObjectId, stamp: Stamp, floor: bool) {
         let cache = self.cache.read();
         let cur = cache.get(id);
-        let stored = cur.as_ref().map(|e| match &e.slot {
-            Slot::Item(i) => i.stamp(),
-            Slot::Floor(s) => **s,
-        });
+        let stored = cur.as_ref().map(|e| e.slot.stamp());
         if !newer_wins(&stamp, stored.as_ref()) {
             return;
         }

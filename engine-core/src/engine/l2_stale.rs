@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::store::CacheEntry;
 use crate::{newer_wins, ObjectId, Stamp};
 
 /// Marked ids kept at most; beyond it every id is suspect until a full repair.
@@ -53,6 +54,13 @@ pub(crate) struct StaleL2 {
     any: AtomicBool,
 }
 
+impl State {
+    /// Whether any read may need to skip L2.
+    fn any(&self) -> bool {
+        !self.marks.is_empty() || self.all_since.is_some()
+    }
+}
+
 impl StaleL2 {
     /// L2 did not take these stamps.
     pub(crate) fn mark<'a>(&self, missed: impl IntoIterator<Item = (&'a ObjectId, Stamp)>) {
@@ -86,7 +94,7 @@ impl StaleL2 {
                 }
             }
         }
-        self.any.store(!s.marks.is_empty() || s.all_since.is_some(), Ordering::Release);
+        self.any.store(s.any(), Ordering::Release);
     }
 
     /// True if L2 may hold an older version of `id` than L3.
@@ -124,7 +132,12 @@ impl StaleL2 {
                 s.marks.remove(id);
             }
         }
-        self.any.store(!s.marks.is_empty() || s.all_since.is_some(), Ordering::Release);
+        self.any.store(s.any(), Ordering::Release);
+    }
+
+    /// [`written`](Self::written) for the items of an L2 write that succeeded.
+    pub(crate) fn written_entries(&self, token: WriteToken, entries: &[CacheEntry]) {
+        self.written(token, entries.iter().map(|e| (e.item.id(), e.item.stamp())));
     }
 
     /// A full repair of L2 starts; returns its generation for [`repaired`](Self::repaired).
@@ -142,7 +155,7 @@ impl StaleL2 {
         if s.all_since.is_some_and(|g| g < generation) {
             s.all_since = None;
         }
-        self.any.store(!s.marks.is_empty() || s.all_since.is_some(), Ordering::Release);
+        self.any.store(s.any(), Ordering::Release);
     }
 
     /// Ids marked, and whether every id is suspect.

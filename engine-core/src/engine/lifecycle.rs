@@ -302,7 +302,7 @@ pub(crate) async fn fill_filter(inner: &Inner, ticket: WarmingTicket) -> crate::
 async fn load_wal_overlay(inner: &Inner) -> crate::Result<()> {
     let max = usize::try_from(inner.cfg().wal_max_items).unwrap_or(usize::MAX);
     for e in inner.wal.peek(max).await? {
-        inner.overlay.put(&e.item);
+        inner.hold_unflushed(&e.item);
         inner.hlc.observe(e.item.version());
     }
     Ok(())

@@ -120,14 +120,13 @@ pub(crate) async fn drain_wal(inner: &Inner) -> crate::Result<u64> {
             super::batcher::forget_losers(inner, &items);
         }
         inner.wal.remove_through(last).await?;
-        inner.reads.committed(&inner.l1, items.iter().map(|i| (i.id(), i.stamp())));
+        inner.reads.committed(&inner.l1, super::stamps(&items));
         // L2 may have missed these when they were first written (its marks do not survive a
         // restart): reads skip it for them until it has them.
         if inner.l2.is_some() {
-            inner.l2_stale.mark(items.iter().map(|i| (i.id(), i.stamp())));
+            inner.l2_stale.mark(super::stamps(&items));
         }
-        inner.overlay.settle(items.iter().map(|i| (i.id(), i.stamp())));
-        inner.rebalance_l1();
+        inner.release_unflushed(super::stamps(&items));
         drained += items.len() as u64;
         let left = inner.wal_depth.load(Ordering::Relaxed).saturating_sub(items.len() as u64);
         inner.wal_depth.store(left, Ordering::Relaxed);

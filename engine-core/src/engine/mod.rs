@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use crate::store::{
     ArchiveStore, CacheStore, InstanceId, InvalidationBus, MerkleStore, SnapshotStore, Wal,
 };
-use crate::Config;
+use crate::{Config, ObjectId, Stamp, SyncItem};
 
 pub use backpressure::Level as BackpressureLevel;
 pub use breaker::BreakerState;
@@ -197,11 +197,39 @@ pub(crate) struct Inner {
     pub(crate) maint: maintenance::MaintState,
 }
 
+/// Each item's id and stamp.
+pub(crate) fn stamps(items: &[SyncItem]) -> impl Iterator<Item = (&ObjectId, Stamp)> + '_ {
+    items.iter().map(|i| (i.id(), i.stamp()))
+}
+
 impl Inner {
     /// Give L1 the part of the memory budget the unflushed writes leave.
-    pub(crate) fn rebalance_l1(&self) {
+    fn rebalance_l1(&self) {
         let (_, unflushed) = self.overlay.size();
         self.l1.share_with_unflushed(unflushed);
+    }
+
+    /// Hold `item` in the overlay until L3 has it (L1 yields the bytes it pins).
+    pub(crate) fn hold_unflushed(&self, item: &SyncItem) {
+        self.overlay.put(item);
+        self.rebalance_l1();
+    }
+
+    /// These stamps are in L3 (or were refused by it): the overlay lets them go and L1 gets
+    /// the bytes back.
+    pub(crate) fn release_unflushed<'a>(
+        &self,
+        settled: impl IntoIterator<Item = (&'a ObjectId, Stamp)>,
+    ) {
+        self.overlay.settle(settled);
+        self.rebalance_l1();
+    }
+
+    /// Another instance wrote `stamp` for `id`: an older unflushed write of it is dropped from
+    /// the overlay (L1 gets the bytes back).
+    pub(crate) fn supersede_unflushed(&self, id: &ObjectId, stamp: Stamp) {
+        self.overlay.supersede(id, stamp);
+        self.rebalance_l1();
     }
 
     pub(crate) fn set_state(&self, s: EngineState) {

@@ -62,7 +62,7 @@ impl SyncEngine {
         for part in missing.chunks(chunk) {
             let part_ids: Vec<ObjectId> = part.iter().map(|&i| ids[i].clone()).collect();
             let _reading = inner.reads.batch(&part_ids);
-            let found = fetch_many(inner, &part_ids).await?;
+            let (found, _) = read_through(inner, &part_ids).await?;
             for ((&i, id), item) in part.iter().zip(&part_ids).zip(found) {
                 out[i] = if inner.reads.superseded(id, item.as_ref()) {
                     reread(inner, id).await.map_err(|(kind, msg)| Error::new(kind, msg))?
@@ -112,10 +112,6 @@ async fn fetch(inner: &Arc<Inner>, id: &ObjectId) -> Answer {
         started,
     );
     Ok(item)
-}
-
-async fn fetch_many(inner: &Arc<Inner>, ids: &[ObjectId]) -> crate::Result<Vec<Option<SyncItem>>> {
-    Ok(read_through(inner, ids).await?.0)
 }
 
 /// `ids` from L2 (except those L2 missed a write of), the rest from L3, filling L1 and
@@ -224,7 +220,7 @@ pub(super) fn promote_to_l2(inner: &Arc<Inner>, items: Vec<SyncItem>) {
         match l2.put_batch(&entries).await {
             Ok(_) => {
                 inner.l2_breaker.success();
-                inner.l2_stale.written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+                inner.l2_stale.written_entries(sent, &entries);
             }
             Err(_) => inner.l2_breaker.failure(),
         }

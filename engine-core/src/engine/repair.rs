@@ -246,7 +246,7 @@ pub(crate) async fn run(
                 let sent = inner.l2_stale.token();
                 l2.remove_many(chunk).await?;
                 l2.put_batch(&entries).await?;
-                inner.l2_stale.written(sent, entries.iter().map(|e| (e.item.id(), e.item.stamp())));
+                inner.l2_stale.written_entries(sent, &entries);
                 mark_overtaken(inner, chunk.iter().zip(items.iter().map(Option::as_ref)));
                 report.repaired += entries.len();
                 report.removed += gone.len();

@@ -139,8 +139,7 @@ impl SyncEngine {
             inner.filter.note(item.id());
         }
         if opts.route != Route::L2Only {
-            inner.overlay.put(&item);
-            inner.rebalance_l1();
+            inner.hold_unflushed(&item);
         }
         // L1 is newer-wins, but it may have been cleared (a bus gap) while a newer write of
         // this id is still on its way: then this older write must not be cached. Two places
