@@ -76,23 +76,25 @@ impl Keys {
 
     /// The record key of a node: a path node (`bucket_hex` empty) or one of its buckets.
     pub(crate) fn node(&self, path: &str, bucket_hex: &str) -> String {
-        format!("{}n:{bucket_hex}:{path}", self.base)
-    }
-
-    /// [`Keys::node`] of the bucket whose first `depth` nibbles are the top of `nibbles`, built
-    /// without intermediate strings (the fold names tens of thousands of nodes per round).
-    pub(crate) fn node_at(&self, path: &str, nibbles: u64, depth: u8) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let depth = depth.min(16);
-        let mut k = String::with_capacity(self.base.len() + 3 + usize::from(depth) + path.len());
+        let mut k = String::with_capacity(self.base.len() + 3 + bucket_hex.len() + path.len());
         k.push_str(&self.base);
         k.push_str("n:");
-        for i in 0..u32::from(depth) {
-            k.push(char::from(HEX[((nibbles >> (60 - 4 * i)) & 0xf) as usize]));
-        }
+        k.push_str(bucket_hex);
         k.push(':');
         k.push_str(path);
         k
+    }
+
+    /// [`Keys::node`] of the bucket whose first `depth` nibbles are the top of `nibbles` (the
+    /// fold names tens of thousands of nodes per round: no intermediate string).
+    pub(crate) fn node_at(&self, path: &str, nibbles: u64, depth: u8) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let depth = usize::from(depth.min(16));
+        let mut hex = [0u8; 16];
+        for (i, c) in hex.iter_mut().take(depth).enumerate() {
+            *c = HEX[((nibbles >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        self.node(path, std::str::from_utf8(&hex[..depth]).unwrap_or_default())
     }
 
     /// The change log.

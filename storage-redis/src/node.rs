@@ -74,62 +74,88 @@ pub(crate) fn value_of(b: &[u8]) -> Option<NodeValue> {
     NodeValue::from_bytes(b.get(..NODE_VALUE_LEN)?).ok()
 }
 
+/// One stored entry, borrowed from the node's bytes.
+enum EntryRef<'b> {
+    Leaf(&'b str, [u8; 32]),
+    Path(&'b str),
+}
+
+impl From<EntryRef<'_>> for Slot {
+    fn from(e: EntryRef<'_>) -> Slot {
+        match e {
+            EntryRef::Leaf(seg, d) => Slot::Leaf(seg.to_owned(), Digest(d)),
+            EntryRef::Path(seg) => Slot::Path(seg.to_owned()),
+        }
+    }
+}
+
+/// The entry starting at `at`, and where the next one starts; None if it is malformed.
+fn entry_at(b: &[u8], at: usize) -> Option<(EntryRef<'_>, usize)> {
+    let tag = *b.get(at)?;
+    let len = usize::from(u16::from_be_bytes(read(b, at + 1)?));
+    let seg = std::str::from_utf8(b.get(at + 3..at + 3 + len)?).ok()?;
+    let next = at + 3 + len;
+    match tag {
+        LEAF => Some((EntryRef::Leaf(seg, read(b, next)?), next + 32)),
+        PATH => Some((EntryRef::Path(seg), next)),
+        _ => None,
+    }
+}
+
+/// The entries of `b` in order, each checked; a malformed one ends the walk with its error
+/// (`offset`: where `b` starts in the node, for the error's position).
+fn checked_entries(
+    b: &[u8],
+    offset: usize,
+) -> impl Iterator<Item = Result<EntryRef<'_>, NodeError>> {
+    let mut at = Some(0);
+    std::iter::from_fn(move || {
+        let start = at.filter(|&a| a < b.len())?;
+        match entry_at(b, start) {
+            Some((entry, next)) => {
+                at = Some(next);
+                Some(Ok(entry))
+            }
+            None => {
+                at = None;
+                Some(Err(NodeError::Entry(offset + start)))
+            }
+        }
+    })
+}
+
 /// Decode the entries that follow a header (or stand alone, as the read script returns them).
 pub(crate) fn decode_slots(b: &[u8], offset: usize) -> Result<Vec<Slot>, NodeError> {
-    let mut slots = Vec::new();
-    let mut at = 0;
-    while at < b.len() {
-        let bad = NodeError::Entry(offset + at);
-        let tag = b[at];
-        let len = usize::from(u16::from_be_bytes(read(b, at + 1).ok_or(bad.clone())?));
-        let seg = b.get(at + 3..at + 3 + len).ok_or(bad.clone())?;
-        let seg = std::str::from_utf8(seg).map_err(|_| bad.clone())?.to_owned();
-        at += 3 + len;
-        match tag {
-            LEAF => {
-                let d: [u8; 32] = read(b, at).ok_or(bad)?;
-                at += 32;
-                slots.push(Slot::Leaf(seg, Digest(d)));
-            }
-            PATH => slots.push(Slot::Path(seg)),
-            _ => return Err(bad),
-        }
-    }
-    Ok(slots)
+    checked_entries(b, offset).map(|e| e.map(Slot::from)).collect()
 }
 
-/// Check the entries that follow a header exactly as [`decode_slots`] does, without building
-/// them; returns how many there are.
-fn check_slots(b: &[u8], offset: usize) -> Result<usize, NodeError> {
-    let (mut at, mut n) = (0, 0);
-    while at < b.len() {
-        let bad = || NodeError::Entry(offset + at);
-        let tag = b[at];
-        let len = usize::from(u16::from_be_bytes(read(b, at + 1).ok_or_else(bad)?));
-        let seg = b.get(at + 3..at + 3 + len).ok_or_else(bad)?;
-        std::str::from_utf8(seg).map_err(|_| bad())?;
-        let end = at + 3 + len + if tag == LEAF { 32 } else { 0 };
-        if (tag != LEAF && tag != PATH) || end > b.len() {
-            return Err(bad());
-        }
-        at = end;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Decode a stored node.
-pub(crate) fn decode(b: &[u8]) -> Result<Node, NodeError> {
+/// Check a stored node, handing each entry to `visit`: its value, split flag and number of
+/// entries (which an unsplit node's header must list).
+fn walk<'b>(
+    b: &'b [u8],
+    mut visit: impl FnMut(EntryRef<'b>),
+) -> Result<(NodeValue, bool, usize), NodeError> {
     if b.len() < HEADER_LEN {
         return Err(NodeError::Short(b.len()));
     }
     let value = value_of(b).ok_or(NodeError::Short(b.len()))?;
     let listed = u32::from_le_bytes(read(b, 40).ok_or(NodeError::Short(b.len()))?);
     let split = b[44] == 1;
-    let slots = decode_slots(&b[HEADER_LEN..], HEADER_LEN)?;
-    if !split && slots.len() != listed as usize {
-        return Err(NodeError::Count { listed, found: slots.len() });
+    let mut found = 0;
+    for entry in checked_entries(&b[HEADER_LEN..], HEADER_LEN) {
+        visit(entry?);
+        found += 1;
     }
+    if !split && found != listed as usize {
+        return Err(NodeError::Count { listed, found });
+    }
+    Ok((value, split, found))
+}
+
+/// Decode a stored node.
+pub(crate) fn decode(b: &[u8]) -> Result<Node, NodeError> {
+    let mut slots = Vec::new();
+    let (value, split, _) = walk(b, |e| slots.push(Slot::from(e)))?;
     Ok(Node { value, split, slots })
 }
 
@@ -195,18 +221,9 @@ fn entries(b: &[u8]) -> impl Iterator<Item = (usize, u8, &[u8], usize)> + '_ {
 }
 
 impl Raw {
-    /// Take a stored node, checking its entries are well formed.
+    /// Take a stored node, checking it as [`decode`] does (without building its entries).
     pub(crate) fn decode(b: Vec<u8>) -> Result<Raw, NodeError> {
-        if b.len() < HEADER_LEN {
-            return Err(NodeError::Short(b.len()));
-        }
-        let value = value_of(&b).ok_or(NodeError::Short(b.len()))?;
-        let listed = u32::from_le_bytes(read(&b, 40).ok_or(NodeError::Short(b.len()))?);
-        let split = b[44] == 1;
-        let found = check_slots(&b[HEADER_LEN..], HEADER_LEN)?;
-        if !split && found != listed as usize {
-            return Err(NodeError::Count { listed, found });
-        }
+        let (value, split, found) = walk(&b, |_| {})?;
         Ok(Raw { value, split, nent: found as u32, bytes: b })
     }
 
