@@ -34,11 +34,17 @@ async fn l2_version(rig: &Rig) -> Option<u64> {
     rig.l2.inner().get(&id(KEY)).await.unwrap().map(|i| i.version())
 }
 
-/// One durable write; then L1 and L2 lose it (an empty Redis restart, L1 evicting).
-async fn written_then_redis_restarted_empty() -> (Rig, MemoryBus, SyncEngine, u64) {
+/// One engine on the fakes, with the bus whose gaps clear its L1.
+async fn instance() -> (Rig, MemoryBus, SyncEngine) {
     let rig = Rig::new();
     let bus = MemoryBus::new();
     let e = rig.start_instance(Rig::config(), &bus).await;
+    (rig, bus, e)
+}
+
+/// One durable write; then L1 and L2 lose it (an empty Redis restart, L1 evicting).
+async fn written_then_redis_restarted_empty() -> (Rig, MemoryBus, SyncEngine, u64) {
+    let (rig, bus, e) = instance().await;
     let v1 = write(&e, "one").await;
     drop_l1(&bus).await;
     rig.l2.inner().clear();
@@ -53,9 +59,7 @@ async fn slow_repair_after_l2_loss() -> (
     SyncEngine,
     tokio::task::JoinHandle<sync_engine_core::Result<sync_engine_core::engine::RepairReport>>,
 ) {
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
+    let (rig, bus, e) = instance().await;
     write(&e, "one").await;
     rig.l2.inner().clear();
     rig.l3.plan().set_reply_delay(Duration::from_millis(100));
@@ -176,9 +180,7 @@ async fn a_write_racing_the_repair_of_its_id_is_not_undone_by_it() {
 #[tokio::test(start_paused = true)]
 async fn reads_that_skip_l2_do_not_keep_its_breaker_from_closing() {
     use sync_engine_core::engine::BreakerState;
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
+    let (rig, bus, e) = instance().await;
     rig.l2.plan().set_down(true);
     let v = write(&e, "one").await;
     rig.l2.plan().set_down(false);
@@ -219,9 +221,7 @@ async fn a_repair_that_undoes_a_write_still_on_its_way_to_l3_is_not_forgotten() 
 #[tokio::test(start_paused = true)]
 async fn an_l3_only_write_is_not_hidden_by_an_older_copy_in_l2() {
     use sync_engine_core::Route;
-    let rig = Rig::new();
-    let bus = MemoryBus::new();
-    let e = rig.start_instance(Rig::config(), &bus).await;
+    let (rig, bus, e) = instance().await;
     let v1 = write(&e, "one").await;
     assert_eq!(l2_version(&rig).await, Some(v1));
     let l3_only = SubmitOptions { route: Route::L3Only, ..SubmitOptions::durable() };
