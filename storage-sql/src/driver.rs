@@ -197,6 +197,26 @@ pub(crate) trait Driver: Send + Sync + 'static {
         gen: u64,
     ) -> impl Future<Output = Fallible<()>> + Send;
 
+    /// Append rows to the Merkle leaf-change log (inside the write transaction).
+    fn append_log(
+        &self,
+        c: &mut Conn<Self>,
+        rows: &[Vec<u8>],
+    ) -> impl Future<Output = Fallible<()>> + Send;
+
+    /// Every row of the leaf-change log as `(seq, changes)`, in commit order.
+    fn read_log(
+        &self,
+        c: &mut Conn<Self>,
+    ) -> impl Future<Output = Fallible<Vec<(i64, Vec<u8>)>>> + Send;
+
+    /// Delete the log rows up to `seq` (inside the fold's write transaction).
+    fn clear_log(&self, c: &mut Conn<Self>, upto: i64)
+        -> impl Future<Output = Fallible<()>> + Send;
+
+    /// True when the leaf-change log holds a row (a pooled connection, no lock).
+    fn has_log(&self) -> impl Future<Output = Fallible<bool>> + Send;
+
     /// Stored stamps of the given ids (absent ids are left out).
     fn read_stamps(
         &self,

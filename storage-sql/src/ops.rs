@@ -7,9 +7,17 @@
 //! 3. decide the winners (newer wins) and the Merkle change set;
 //! 4. upsert the winners with the newer-wins comparison in the SQL itself, checking the database
 //!    applied exactly them;
-//! 5. read the touched node rows, write the new ones (phase A), split what grew (phase B);
-//! 6. commit. Any error rolls everything back: never an item without its leaf.
+//! 5. append the batch's leaf changes (old and new digest per id) to the change log;
+//! 6. commit. Any error rolls everything back: never an item without its leaf change.
+//!
+//! The fold, in one transaction under the same lock: read the whole change log, merge it in
+//! commit order, read the touched node rows, write the new ones (phase A), split what grew
+//! (phase B), delete the folded log rows, bump the tree generation, commit. It runs after a
+//! process has logged `fold_changes` changes, and before every Merkle read, so a Merkle answer
+//! always describes every item committed before it was asked; many batches touching the same
+//! node rows cost one write of each.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,6 +49,12 @@ pub(crate) struct Core<D: Driver> {
     /// Conflicts are retried while the batch has run for less than this (the acquire timeout),
     /// so a caller waits for a failure about as long as for an unreachable database.
     pub retry_budget: Duration,
+    /// Leaf changes this process logs before it folds the log ([`SqlOptions::fold_changes`]).
+    ///
+    /// [`SqlOptions::fold_changes`]: crate::SqlOptions::fold_changes
+    pub fold_changes: usize,
+    /// Leaf changes this process logged since its last fold.
+    pub unfolded: AtomicUsize,
 }
 
 impl<D: Driver> Core<D> {
@@ -48,64 +62,132 @@ impl<D: Driver> Core<D> {
         move |f| self.ctx.error(op, f)
     }
 
-    /// Store a batch under newer-wins, with its Merkle update, in one transaction; retried on
-    /// transaction conflicts (up to [`PUT_ATTEMPTS`] attempts within the retry budget).
-    pub(crate) async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome, Error> {
-        if items.is_empty() {
-            return Ok(PutOutcome::default());
-        }
-        let candidates = Candidates::new(items).map_err(self.err("put_batch"))?;
+    /// Run `attempt` until it succeeds, retrying transaction conflicts (up to [`PUT_ATTEMPTS`]
+    /// attempts within the retry budget); errors are reported as operation `op`.
+    async fn retrying<T, F, Fut>(&self, op: &'static str, mut attempt_once: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Fallible<T>>,
+    {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match self.try_put(&candidates).await {
-                Ok(outcome) => return Ok(outcome),
+            match attempt_once().await {
+                Ok(done) => return Ok(done),
                 Err(f)
                     if attempt < PUT_ATTEMPTS
                         && started.elapsed() < self.retry_budget
                         && is_conflict(D::NAME, &f) =>
                 {
-                    tracing::debug!(attempt, backend = D::NAME, "put_batch conflict; retrying");
+                    tracing::debug!(attempt, backend = D::NAME, op, "conflict; retrying");
                     let jitter = u64::from(std::process::id() % 7) + u64::from(attempt);
                     tokio::time::sleep(Duration::from_millis(5 * (1 << attempt) + jitter)).await;
                     attempt += 1;
                 }
                 Err(f) => {
-                    let e = self.ctx.error("put_batch", f);
+                    let e = self.ctx.error(op, f);
                     return Err(if attempt > 1 { e.persistent() } else { e });
                 }
             }
         }
     }
 
-    async fn try_put(&self, candidates: &Candidates<'_>) -> Fallible<PutOutcome> {
+    /// Store a batch under newer-wins, with its Merkle leaf changes logged, in one transaction;
+    /// retried on transaction conflicts. Once this process has logged
+    /// [`Core::fold_changes`] changes since its last fold, folds the log into the node rows
+    /// (after the batch committed: a failed fold is logged and left for the next one).
+    pub(crate) async fn put_batch(&self, items: &[SyncItem]) -> Result<PutOutcome, Error> {
+        if items.is_empty() {
+            return Ok(PutOutcome::default());
+        }
+        let candidates = Candidates::new(items).map_err(self.err("put_batch"))?;
+        let (outcome, logged) = self.retrying("put_batch", || self.try_put(&candidates)).await?;
+        let unfolded = self.unfolded.fetch_add(logged, Ordering::Relaxed) + logged;
+        if logged > 0 && unfolded >= self.fold_changes {
+            if let Err(e) = self.fold().await {
+                tracing::warn!(error = %e, backend = D::NAME, "Merkle fold failed; retried later");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One attempt: the outcome and the number of leaf changes logged.
+    async fn try_put(&self, candidates: &Candidates<'_>) -> Fallible<(PutOutcome, usize)> {
         let d = &self.driver;
         let start = Instant::now();
-        let (mut tx, gen) = d.begin_write().await?;
+        let (mut tx, _) = d.begin_write().await?;
         let locked = start.elapsed();
         let stored = d.read_stamps(&mut tx, &candidates.ids()).await?;
         let decision = candidates.decide(stored)?;
         let decided = start.elapsed();
         if decision.rows.is_empty() {
             tx.rollback().await?;
-            return Ok(decision.outcome);
+            return Ok((decision.outcome, 0));
         }
         d.write_items(&mut tx, &decision.rows).await?;
         let items_written = start.elapsed();
-        let touched =
-            tree::apply(d, &mut tx, &decision.changes, self.threshold, &self.cache, gen).await?;
-        d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
-        let tree_written = start.elapsed();
-        let committed = tx.commit().await;
+        let log = tree::log::encode(&decision.changes);
+        d.append_log(&mut tx, &log).await?;
+        let logged = start.elapsed();
+        tx.commit().await?;
         tracing::debug!(
             target: "sync_engine_sql::timing",
             rows = decision.rows.len(),
             lock_us = locked.as_micros() as u64,
             decide_us = (decided - locked).as_micros() as u64,
             items_us = (items_written - decided).as_micros() as u64,
-            tree_us = (tree_written - items_written).as_micros() as u64,
-            commit_us = (start.elapsed() - tree_written).as_micros() as u64,
+            log_us = (logged - items_written).as_micros() as u64,
+            commit_us = (start.elapsed() - logged).as_micros() as u64,
             "put_batch phases"
+        );
+        Ok((decision.outcome, decision.changes.len()))
+    }
+
+    /// Fold the whole leaf-change log into the node rows, in one transaction holding the tree
+    /// lock; returns the number of ids whose leaves it applied. Afterwards the node rows
+    /// describe exactly the items committed before the fold took the lock.
+    pub(crate) async fn fold(&self) -> Result<usize, Error> {
+        let folded = self.retrying("merkle_fold", || self.try_fold()).await?;
+        self.unfolded.store(0, Ordering::Relaxed);
+        Ok(folded)
+    }
+
+    /// Fold when the log holds anything: the step before every Merkle read, so that the tree
+    /// read describes every committed item.
+    pub(crate) async fn fold_pending(&self) -> Result<(), Error> {
+        if self.driver.has_log().await.map_err(self.err("merkle_fold"))? {
+            self.fold().await?;
+        }
+        Ok(())
+    }
+
+    async fn try_fold(&self) -> Fallible<usize> {
+        let d = &self.driver;
+        let start = Instant::now();
+        let (mut tx, gen) = d.begin_write().await?;
+        let rows = d.read_log(&mut tx).await?;
+        let Some(&(upto, _)) = rows.last() else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        let n_rows = rows.len();
+        let blobs: Vec<Vec<u8>> = rows.into_iter().map(|(_, b)| b).collect();
+        let changes = tree::log::merge(&blobs)?;
+        drop(blobs);
+        let read = start.elapsed();
+        let touched = tree::apply(d, &mut tx, &changes, self.threshold, &self.cache, gen).await?;
+        d.clear_log(&mut tx, upto).await?;
+        d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
+        let written = start.elapsed();
+        let committed = tx.commit().await;
+        tracing::debug!(
+            target: "sync_engine_sql::timing",
+            log_rows = n_rows,
+            changes = changes.len(),
+            read_us = read.as_micros() as u64,
+            tree_us = (written - read).as_micros() as u64,
+            commit_us = (start.elapsed() - written).as_micros() as u64,
+            "fold phases"
         );
         if let Ok(mut cache) = self.cache.lock() {
             match &committed {
@@ -115,7 +197,7 @@ impl<D: Driver> Core<D> {
             }
         }
         committed?;
-        Ok(decision.outcome)
+        Ok(changes.len())
     }
 
     /// Live items by id, in the order asked.

@@ -11,6 +11,10 @@ pub const DEFAULT_SPLIT_THRESHOLD: usize = 256;
 /// Default number of node rows cached between batches ([`SqlOptions::node_cache_rows`]).
 pub const DEFAULT_NODE_CACHE_ROWS: usize = 250_000;
 
+/// Default number of leaf changes a process logs before it folds them into the Merkle node rows
+/// ([`SqlOptions::fold_changes`]).
+pub const DEFAULT_FOLD_CHANGES: usize = 16_384;
+
 /// The pragmas every SQLite connection of a store sets, besides `journal_mode = WAL` and the
 /// busy timeout: full `fsync` on commit (an acknowledged batch survives power loss), a 32 MiB
 /// page cache per connection, and a checkpoint every 10,000 WAL pages (40 MiB), so that pages
@@ -44,6 +48,11 @@ pub struct SqlOptions {
     /// (0 disables the cache). Rows are only served at the tree generation they were read or
     /// written at, so the cache never changes an answer; it saves reads.
     pub node_cache_rows: usize,
+    /// Leaf changes this process logs (in `put_batch`'s transaction) before it folds the
+    /// change log into the Merkle node rows (at least 1; 1 folds after every batch). Larger
+    /// values write each hot node row once for more batches; every Merkle read folds first
+    /// whatever is logged, so no answer depends on this setting.
+    pub fold_changes: usize,
 }
 
 impl Default for SqlOptions {
@@ -55,6 +64,7 @@ impl Default for SqlOptions {
             split_threshold: DEFAULT_SPLIT_THRESHOLD,
             busy_timeout: Duration::from_secs(5),
             node_cache_rows: DEFAULT_NODE_CACHE_ROWS,
+            fold_changes: DEFAULT_FOLD_CHANGES,
         }
     }
 }
@@ -91,6 +101,9 @@ impl SqlOptions {
                 "split_threshold",
                 format!("must be at least 2, got {}", self.split_threshold),
             );
+        }
+        if self.fold_changes == 0 {
+            return bad("fold_changes", "must be at least 1, got 0".into());
         }
         let p = &self.table_prefix;
         let shape_ok = p.len() <= MAX_TABLE_PREFIX_LEN
@@ -178,6 +191,7 @@ mod tests {
         for (opts, field) in [
             (SqlOptions { pool_size: 0, ..SqlOptions::default() }, "pool_size"),
             (SqlOptions { split_threshold: 1, ..SqlOptions::default() }, "split_threshold"),
+            (SqlOptions { fold_changes: 0, ..SqlOptions::default() }, "fold_changes"),
             (SqlOptions::default().with_table_prefix("Bad"), "table_prefix"),
             (SqlOptions::default().with_table_prefix("a;drop"), "table_prefix"),
             (SqlOptions::default().with_table_prefix(""), "table_prefix"),

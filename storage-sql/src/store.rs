@@ -17,7 +17,7 @@ use crate::verify::MerkleCheck;
 mod enforce_tests;
 
 /// The version of the schema this build creates and reads (recorded in the `meta` table).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 enum Inner {
     #[cfg(feature = "sqlite")]
@@ -52,8 +52,11 @@ macro_rules! dispatch {
 ///
 /// Promises, beyond the [`ArchiveStore`] and [`MerkleStore`] contracts:
 /// - the schema is created (or checked) at connect and its version recorded;
-/// - the Merkle tree changes in the same transaction as the items, writers serialized on a tree
-///   lock, so concurrent writers (several engines) never lose a Merkle update;
+/// - every batch logs its Merkle leaf changes in the same transaction as its items (never an
+///   item without its leaf change), writers serialized on a tree lock, so concurrent writers
+///   (several engines) never lose a Merkle update; the log is folded into the node rows in
+///   batches and before every Merkle read, so every Merkle answer describes every item
+///   committed before the question;
 /// - no password appears in an error, a log line or a span (messages name the redacted URL).
 ///
 /// Cheap to share behind an `Arc`; the pool inside is shared by every call.
@@ -90,6 +93,7 @@ impl SqlStore {
         };
         let threshold = options.split_threshold;
         let retry_budget = options.acquire_timeout;
+        let fold_changes = options.fold_changes;
         let cache = || std::sync::Mutex::new(crate::tree::NodeCache::new(options.node_cache_rows));
         let inner = match dialect {
             #[cfg(feature = "sqlite")]
@@ -101,6 +105,8 @@ impl SqlStore {
                     threshold,
                     cache: cache(),
                     retry_budget,
+                    fold_changes,
+                    unfolded: Default::default(),
                 }))
             }
             #[cfg(feature = "mysql")]
@@ -112,6 +118,8 @@ impl SqlStore {
                     threshold,
                     cache: cache(),
                     retry_budget,
+                    fold_changes,
+                    unfolded: Default::default(),
                 }))
             }
             #[cfg(feature = "postgres")]
@@ -123,6 +131,8 @@ impl SqlStore {
                     threshold,
                     cache: cache(),
                     retry_budget,
+                    fold_changes,
+                    unfolded: Default::default(),
                 }))
             }
             #[allow(unreachable_patterns)]
@@ -162,7 +172,20 @@ impl SqlStore {
     /// stored items. Reads everything into memory: for tests, audits and maintenance.
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend()))]
     pub async fn verify_merkle(&self) -> Result<MerkleCheck, Error> {
-        dispatch!(self, c => crate::verify::verify(&c.driver).await.map_err(|f| c.ctx.error("verify_merkle", f)))
+        dispatch!(self, c => {
+            c.fold_pending().await?;
+            crate::verify::verify(&c.driver).await.map_err(|f| c.ctx.error("verify_merkle", f))
+        })
+    }
+
+    /// Fold the Merkle leaf-change log into the node rows now; returns the number of ids whose
+    /// leaves it applied (0 when the log was empty). `put_batch` folds by itself every
+    /// `fold_changes` changes and every Merkle read folds first, so calling this is never
+    /// needed for a right answer: it moves the work to a moment the caller chooses (benchmarks
+    /// time it, an idle period can absorb it).
+    #[tracing::instrument(skip_all, fields(backend = self.dialect.backend()))]
+    pub async fn fold(&self) -> Result<usize, Error> {
+        dispatch!(self, c => c.fold().await)
     }
 
     /// Drop every table of this store (its prefix), destroying its data. For tests and
@@ -226,16 +249,25 @@ impl ArchiveStore for SqlStore {
 impl MerkleStore for SqlStore {
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend()))]
     async fn node(&self, key: &NodeKey) -> Result<Option<NodeValue>, Error> {
-        dispatch!(self, c => crate::tree::node(&c.driver, key).await.map_err(|f| c.ctx.error("merkle_node", f)))
+        dispatch!(self, c => {
+            c.fold_pending().await?;
+            crate::tree::node(&c.driver, key).await.map_err(|f| c.ctx.error("merkle_node", f))
+        })
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend()))]
     async fn children(&self, key: &NodeKey) -> Result<Children, Error> {
-        dispatch!(self, c => crate::tree::children(&c.driver, key).await.map_err(|f| c.ctx.error("merkle_children", f)))
+        dispatch!(self, c => {
+            c.fold_pending().await?;
+            crate::tree::children(&c.driver, key).await.map_err(|f| c.ctx.error("merkle_children", f))
+        })
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.dialect.backend(), nodes = keys.len()))]
     async fn children_many(&self, keys: &[NodeKey]) -> Result<Vec<Children>, Error> {
-        dispatch!(self, c => crate::tree::children_many(&c.driver, keys).await.map_err(|f| c.ctx.error("merkle_children", f)))
+        dispatch!(self, c => {
+            c.fold_pending().await?;
+            crate::tree::children_many(&c.driver, keys).await.map_err(|f| c.ctx.error("merkle_children", f))
+        })
     }
 }

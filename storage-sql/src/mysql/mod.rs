@@ -6,6 +6,7 @@
 
 mod content;
 mod entries;
+mod leaflog;
 mod rows;
 mod schema;
 mod writes;
@@ -188,6 +189,22 @@ impl Driver for MySqlDriver {
         let mut tx = self.pool.begin().await?;
         let gen: i64 = q(&self.lock).fetch_one(&mut *tx).await?.try_get(0)?;
         Ok((tx, gen as u64))
+    }
+
+    async fn append_log(&self, c: &mut MySqlConnection, rows: &[Vec<u8>]) -> Fallible<()> {
+        self.log_append(c, rows).await
+    }
+
+    async fn read_log(&self, c: &mut MySqlConnection) -> Fallible<Vec<(i64, Vec<u8>)>> {
+        self.log_read(c).await
+    }
+
+    async fn clear_log(&self, c: &mut MySqlConnection, upto: i64) -> Fallible<()> {
+        self.log_clear(c, upto).await
+    }
+
+    async fn has_log(&self) -> Fallible<bool> {
+        self.log_pending().await
     }
 
     async fn set_generation(&self, c: &mut MySqlConnection, gen: u64) -> Fallible<()> {

@@ -70,6 +70,13 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
             ) ENGINE=InnoDB"
         ),
         format!("INSERT IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
+    ],
+    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             changes LONGBLOB NOT NULL) ENGINE=InnoDB"
+        ),
     ]]
 }
 
@@ -120,7 +127,7 @@ async fn migrate_locked(conn: &mut MySqlConnection, p: &str) -> Fallible<()> {
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "tombstones", "chunks", "paths", "buckets", "meta"]
+    ["items", "tombstones", "chunks", "paths", "buckets", "leaflog", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

@@ -61,7 +61,11 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
         format!(
             "INSERT INTO {p}meta (name, value) VALUES ('tree_lock', 0) ON CONFLICT (name) DO NOTHING"
         ),
-    ]]
+    ],
+    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGSERIAL PRIMARY KEY, changes BYTEA NOT NULL)"
+    )]]
 }
 
 /// A stable advisory-lock key for the schema of prefix `p` (FNV-1a).
@@ -110,7 +114,7 @@ pub(crate) async fn migrate(conn: &mut PgConnection, p: &str) -> Fallible<()> {
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "paths", "buckets", "meta"]
+    ["items", "paths", "buckets", "leaflog", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

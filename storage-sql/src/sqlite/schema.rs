@@ -58,6 +58,10 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
             ) WITHOUT ROWID"
         ),
         format!("INSERT OR IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
+    ],
+    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
+    vec![
+        format!("CREATE TABLE IF NOT EXISTS {p}leaflog (seq INTEGER NOT NULL PRIMARY KEY, changes BLOB NOT NULL)"),
     ]]
 }
 
@@ -95,7 +99,7 @@ pub(crate) async fn migrate(conn: &mut SqliteConnection, p: &str) -> Fallible<()
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "paths", "buckets", "meta"]
+    ["items", "paths", "buckets", "leaflog", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

@@ -9,6 +9,7 @@
 //! sums, so the grouping never changes a hash and another store may group differently.
 
 mod cache;
+pub(crate) mod log;
 mod plan;
 mod read;
 mod split;

@@ -1,0 +1,192 @@
+//! The leaf-change log: what `put_batch` records about the Merkle tree inside its transaction,
+//! folded into the node rows later (see [`crate::ops`]).
+//!
+//! One log row holds the leaf changes of (part of) one batch, encoded as
+//! `version (1 byte = 1)` then, per change, `flags (bit 0: old present, bit 1: new present) ‖ id
+//! length (u16 big-endian) ‖ id (UTF-8) ‖ old digest (32 bytes, if present) ‖ new digest (32
+//! bytes, if present)`. [`decode`] accepts exactly what [`encode`] produces and never panics;
+//! anything else is reported as corrupt, naming what was wrong.
+
+use sync_engine_core::merkle::{ChangeSet, Digest, LeafChange};
+
+use crate::error::{Failure, Fallible};
+
+/// Format version byte leading every log row.
+const LOG_FORMAT_VERSION: u8 = 1;
+
+/// Changes per log row: keeps a row well under every database's packet and value limits
+/// (at most ~4.5 MB with 1-KiB ids, ~300 KB with typical ones).
+pub(crate) const CHANGES_PER_ROW: usize = 4096;
+
+/// The changes of `set` (no-op changes left out), as log rows of at most [`CHANGES_PER_ROW`]
+/// changes each, in id order.
+pub(crate) fn encode(set: &ChangeSet) -> Vec<Vec<u8>> {
+    let real: Vec<&LeafChange> = set.iter().filter(|c| c.old != c.new).collect();
+    real.chunks(CHANGES_PER_ROW)
+        .map(|chunk| {
+            let mut out = Vec::with_capacity(1 + chunk.len() * 100);
+            out.push(LOG_FORMAT_VERSION);
+            for c in chunk {
+                out.push(u8::from(c.old.is_some()) | (u8::from(c.new.is_some()) << 1));
+                // Ids are at most HARD_MAX_ID_LEN (1024) bytes, checked before any write.
+                let len = u16::try_from(c.id.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&c.id.as_bytes()[..usize::from(len)]);
+                for d in [c.old, c.new].into_iter().flatten() {
+                    out.extend_from_slice(&d.0);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The changes of one log row, in the order they were written.
+pub(crate) fn decode(bytes: &[u8]) -> Fallible<Vec<LeafChange>> {
+    let corrupt = |what: String| Failure::Corrupt(format!("Merkle change-log row: {what}"));
+    let (&version, mut rest) = bytes.split_first().ok_or_else(|| corrupt("empty".into()))?;
+    if version != LOG_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "format version {version}, this build reads {LOG_FORMAT_VERSION}"
+        )));
+    }
+    let mut out = Vec::new();
+    while let Some((&flags, tail)) = rest.split_first() {
+        if flags > 3 {
+            return Err(corrupt(format!("change {} has flags {flags:#04x}", out.len())));
+        }
+        let take = |rest: &mut &[u8], n: usize, what: &str| -> Fallible<Vec<u8>> {
+            if rest.len() < n {
+                return Err(corrupt(format!("change {} truncated in its {what}", out.len())));
+            }
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Ok(head.to_vec())
+        };
+        rest = tail;
+        let len = take(&mut rest, 2, "id length")?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let id = String::from_utf8(take(&mut rest, len, "id")?)
+            .map_err(|_| corrupt(format!("change {} has an id that is not UTF-8", out.len())))?;
+        let mut digest = |present: bool, what: &str| -> Fallible<Option<Digest>> {
+            if !present {
+                return Ok(None);
+            }
+            let d = take(&mut rest, 32, what)?;
+            let mut a = [0u8; 32];
+            a.copy_from_slice(&d);
+            Ok(Some(Digest(a)))
+        };
+        let old = digest(flags & 1 != 0, "old digest")?;
+        let new = digest(flags & 2 != 0, "new digest")?;
+        out.push(LeafChange { id, old, new });
+    }
+    Ok(out)
+}
+
+/// The net change of log rows read in commit order: each id from its first `old` to its last
+/// `new`. A row whose change of an id does not start where the previous one ended means the log
+/// and the items disagree: reported as corrupt, nothing applied.
+pub(crate) fn merge(rows: &[Vec<u8>]) -> Fallible<ChangeSet> {
+    let mut set = ChangeSet::new();
+    for row in rows {
+        for c in decode(row)? {
+            set.push(&c.id, c.old, c.new).map_err(|e| {
+                Failure::Corrupt(format!("Merkle change-log rows do not chain: {e}"))
+            })?;
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn digest() -> impl Strategy<Value = Option<Digest>> {
+        proptest::option::of(any::<[u8; 32]>().prop_map(Digest))
+    }
+
+    fn change_set() -> impl Strategy<Value = ChangeSet> {
+        proptest::collection::btree_map(
+            "[a-c]{1,3}(\\.[a-z0-9_:{}]{1,12}){0,3}",
+            (digest(), digest()),
+            0..40,
+        )
+        .prop_map(|m| {
+            let mut set = ChangeSet::new();
+            for (id, (old, new)) in m {
+                set.push(&id, old, new).expect("generated ids are valid");
+            }
+            set
+        })
+    }
+
+    fn real(set: &ChangeSet) -> Vec<LeafChange> {
+        set.iter().filter(|c| c.old != c.new).cloned().collect()
+    }
+
+    proptest! {
+        /// Encoding then merging gives back exactly the set's real changes.
+        #[test]
+        fn round_trip(set in change_set()) {
+            let rows = encode(&set);
+            prop_assert!(rows.iter().all(|r| r.len() > 1));
+            prop_assert_eq!(real(&merge(&rows).unwrap()), real(&set));
+        }
+
+        /// Any damage of a row is either refused as corrupt or decodes to well-formed changes;
+        /// never a panic. Cutting a row short inside a change is always refused.
+        #[test]
+        fn damaged_rows_never_panic(set in change_set(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            for row in encode(&set) {
+                let i = at.index(row.len());
+                let mut flipped = row.clone();
+                flipped[i] = byte;
+                match decode(&flipped) {
+                    Ok(_) => {}
+                    Err(e) => prop_assert!(matches!(e, Failure::Corrupt(ref m) if m.contains("change-log")), "{e:?}"),
+                }
+                let cut = &row[..i.max(1)];
+                let ends_on_boundary = decode(cut).is_ok();
+                if !ends_on_boundary {
+                    prop_assert!(matches!(decode(cut), Err(Failure::Corrupt(_))));
+                }
+            }
+        }
+
+        /// Merging two rows in commit order keeps each id's first old and last new.
+        #[test]
+        fn merge_chains_rows(a in change_set(), next in digest()) {
+            let mut second = ChangeSet::new();
+            for c in a.iter() {
+                second.push(&c.id, c.new, next).unwrap();
+            }
+            let merged = merge(&[encode(&a), encode(&second)].concat()).unwrap();
+            for c in a.iter() {
+                let m = merged.iter().find(|m| m.id == c.id);
+                if c.old == next {
+                    prop_assert!(m.is_none_or(|m| m.old == m.new), "{m:?}");
+                } else {
+                    let m = m.expect("an id that changed over both rows is in the merge");
+                    prop_assert_eq!((m.old, m.new), (c.old, next));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_chain_and_a_wrong_version_are_refused_by_name() {
+        let mut a = ChangeSet::new();
+        a.push("x.y", None, Some(Digest([1; 32]))).unwrap();
+        let mut b = ChangeSet::new();
+        b.push("x.y", Some(Digest([2; 32])), None).unwrap();
+        let e = merge(&[encode(&a), encode(&b)].concat()).unwrap_err();
+        assert!(matches!(e, Failure::Corrupt(ref m) if m.contains("x.y")), "{e:?}");
+        let mut row = encode(&a).remove(0);
+        row[0] = 9;
+        assert!(matches!(decode(&row), Err(Failure::Corrupt(m)) if m.contains("version 9")));
+        assert!(matches!(decode(&[]), Err(Failure::Corrupt(m)) if m.contains("empty")));
+    }
+}
