@@ -4,7 +4,8 @@
 //! [preload] [batches]` preloads `preload` items (default 200,000) of 512 bytes, then writes
 //! `batches` (default 20) batches of 1000 new items with the `sync_engine_sql::timing` target
 //! enabled, so every batch logs its phases (lock, decide, items, log, commit) and every fold its
-//! own, then folds what is left and checks the tree. The store's
+//! own, then folds what is left and checks the tree. `FOLD_CHANGES=n` overrides
+//! `SqlOptions::fold_changes`. The store's
 //! tables are dropped at the end. Not a benchmark: `cargo xtask bench sql` gives the figures.
 
 use std::time::Instant;
@@ -36,7 +37,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deep = args.get(2).map(String::as_str) != Some("flat");
     let preload: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(200_000);
     let batches: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(20);
-    let options = SqlOptions { table_prefix: "phases_".into(), ..SqlOptions::default() };
+    let fold_changes = std::env::var("FOLD_CHANGES").ok().and_then(|v| v.parse().ok());
+    let options = SqlOptions {
+        table_prefix: "phases_".into(),
+        fold_changes: fold_changes.unwrap_or(SqlOptions::default().fold_changes),
+        ..SqlOptions::default()
+    };
     let store = SqlStore::connect(&SecretUrl::new(url.as_str()), options).await?;
     let started = Instant::now();
     for b in 0..preload / 1000 {

@@ -66,6 +66,28 @@ pub(crate) fn fresh_and_over<'r, 'a>(
     rows.iter().partition(|r| !r.existed)
 }
 
+/// One leaf entry of the folded tree (the `entries` table), as a fold writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeafEntry<'a> {
+    /// The id's parent path.
+    pub parent: &'a str,
+    /// `seg_hash` of the id's last segment.
+    pub seghash: u64,
+    /// The id.
+    pub id: &'a str,
+    /// The live leaf digest; None deletes the entry.
+    pub leaf: Option<Digest>,
+    /// The tree held no leaf for this id: the entry is inserted, never overwritten (finding
+    /// one already there means the entries and the log disagree, and the fold fails).
+    pub fresh: bool,
+}
+
+/// A rough upper bound of a [`LeafEntry`]'s share of a statement, in bytes.
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
+pub(crate) fn entry_size(e: &&LeafEntry<'_>) -> usize {
+    e.parent.len() + e.id.len() + 96
+}
+
 /// A stored item, as `get_many` reads it.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredItem {
@@ -214,6 +236,13 @@ pub(crate) trait Driver: Send + Sync + 'static {
     fn clear_log(&self, c: &mut Conn<Self>, upto: i64)
         -> impl Future<Output = Fallible<()>> + Send;
 
+    /// Upsert the entries with a leaf and delete those without (inside the fold).
+    fn write_entries(
+        &self,
+        c: &mut Conn<Self>,
+        entries: &[LeafEntry<'_>],
+    ) -> impl Future<Output = Fallible<()>> + Send;
+
     /// True when the leaf-change log holds a row (a pooled connection, no lock).
     fn has_log(&self) -> impl Future<Output = Fallible<bool>> + Send;
 
@@ -329,6 +358,9 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// Every bucket row.
     fn all_buckets(&self) -> impl Future<Output = Fallible<Vec<BucketRow>>> + Send;
+
+    /// Every leaf entry of the folded tree, with its parent path.
+    fn all_entries(&self) -> impl Future<Output = Fallible<Vec<(String, EntryRow)>>> + Send;
 
     /// Drop every table of this store (tests and benchmarks sharing a database).
     fn drop_tables(&self) -> impl Future<Output = Fallible<()>> + Send;

@@ -47,6 +47,18 @@ pub(crate) fn unique_is_contract(e: sqlx::Error) -> Failure {
     }
 }
 
+/// A unique violation while a fold inserts the entry of a leaf the tree did not hold means the
+/// entries table and the change log disagree: a broken contract, reported, nothing applied.
+pub(crate) fn entry_clash_is_contract(e: sqlx::Error) -> Failure {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Failure::Contract(format!(
+            "a leaf the Merkle tree did not hold is already in the entries table: {}",
+            db.message()
+        )),
+        _ => Failure::Sql(e),
+    }
+}
+
 /// Removes secrets (the URL's password, raw and percent-decoded) from texts.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scrubber {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sync_engine_core::merkle::{leaf_digest, Digest, MemTree, NodeKey, NodeValue};
 
 use crate::codec::{bucket_range, seg_hash, split_last};
-use crate::driver::{BucketRow, Driver, PathRow};
+use crate::driver::{BucketRow, Driver, EntryRow, PathRow};
 use crate::error::Fallible;
 
 /// What [`crate::SqlStore::verify_merkle`] found.
@@ -56,6 +56,8 @@ pub(crate) async fn verify<D: Driver>(d: &D) -> Fallible<MerkleCheck> {
     // Direct entries of each path node: seghashes of its live leaves and child paths.
     let mut entries: HashMap<String, Vec<u64>> = HashMap::new();
     let mut path_nodes: BTreeSet<String> = BTreeSet::new();
+    // Every live leaf, as the folded tree's entries table must list it.
+    let mut leaves: BTreeMap<String, Digest> = BTreeMap::new();
     let mut after = String::new();
     loop {
         let page = d.leaf_page(&after, PAGE).await?;
@@ -87,6 +89,7 @@ pub(crate) async fn verify<D: Driver>(d: &D) -> Fallible<MerkleCheck> {
             }
             r.0.live_items += 1;
             let _ = tree.upsert(&rec.id, digest);
+            leaves.insert(rec.id.clone(), digest);
             entries.entry(parent.to_owned()).or_default().push(seg_hash(segment));
             let mut p = parent;
             loop {
@@ -106,6 +109,7 @@ pub(crate) async fn verify<D: Driver>(d: &D) -> Fallible<MerkleCheck> {
         v.sort_unstable();
     }
     r.0.expected_root = tree.root_hash();
+    check_entries(d, &mut r, leaves).await?;
     let paths: BTreeMap<String, PathRow> =
         d.all_paths().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
     let buckets: BTreeMap<(String, Vec<u8>), BucketRow> = d
@@ -199,4 +203,28 @@ pub(crate) async fn verify<D: Driver>(d: &D) -> Fallible<MerkleCheck> {
         }
     }
     Ok(r.0)
+}
+
+/// The entries table lists exactly the live leaves, each under its parent and `seghash`.
+async fn check_entries<D: Driver>(
+    d: &D,
+    r: &mut Report,
+    mut leaves: BTreeMap<String, Digest>,
+) -> Fallible<()> {
+    for (parent, row) in d.all_entries().await? {
+        let EntryRow::Leaf { id, digest, seghash } = row else { continue };
+        let (want_parent, segment) = split_last(&id);
+        if parent != want_parent || seghash != seg_hash(segment) {
+            r.problem(format!("entry {id:?}: stored under {parent:?} with a wrong seghash"));
+        }
+        match leaves.remove(&id) {
+            Some(want) if want == digest => {}
+            Some(want) => r.problem(format!("entry {id:?}: leaf {digest:?}, expected {want:?}")),
+            None => r.problem(format!("entry {id:?} listed, but no live item has that id")),
+        }
+    }
+    for id in leaves.keys() {
+        r.problem(format!("live item {id:?} has no entry"));
+    }
+    Ok(())
 }

@@ -1,11 +1,11 @@
 //! Entries of many `(path, seghash range)` questions in one query per table: the ranges are
-//! OR-ed (MySQL and MariaDB scan them as ranges of the `(parent, seghash)` index), and the rows
+//! OR-ed (MySQL and MariaDB scan them as ranges of the entries' `(parent, seghash, id)` key), and the rows
 //! are given back to the questions by their parent and `seghash`.
 
 use sqlx::{MySqlConnection, Row};
 
 use super::rows::{leaf_of, text};
-use super::{dq, MySqlDriver};
+use super::{dq, q, MySqlDriver};
 use crate::codec::value_from;
 use crate::driver::{assign, EntryRow};
 use crate::error::{Failure, Fallible};
@@ -40,7 +40,7 @@ impl MySqlDriver {
             };
             let mut rows = Vec::new();
             let sql = format!(
-                "SELECT parent, id, leaf, seghash FROM {}items WHERE tombstone = 0 AND ({})",
+                "SELECT parent, id, leaf, seghash FROM {}entries WHERE {}",
                 self.p,
                 ranges(n)
             );
@@ -64,6 +64,42 @@ impl MySqlDriver {
                 rows.push((text(&r, 0)?, row));
             }
             out.extend(assign(chunk, rows));
+        }
+        Ok(out)
+    }
+
+    /// `read_entries` of one question.
+    pub(super) async fn entries_one(
+        &self,
+        c: &mut MySqlConnection,
+        path: &str,
+        range: (u64, u64),
+    ) -> Fallible<Vec<EntryRow>> {
+        let mut out = Vec::new();
+        let leaves = q(&self.entries_leaves)
+            .bind(path)
+            .bind(range.0)
+            .bind(range.1)
+            .fetch_all(&mut *c)
+            .await?;
+        for r in leaves {
+            let id = text(&r, 0)?;
+            let digest = leaf_of(r.try_get(1)?)?.ok_or_else(|| {
+                Failure::Corrupt(format!("live item {id:?} has no stored leaf digest"))
+            })?;
+            out.push(EntryRow::Leaf { id, digest, seghash: r.try_get(2)? });
+        }
+        let paths = q(&self.entries_paths)
+            .bind(path)
+            .bind(range.0)
+            .bind(range.1)
+            .fetch_all(&mut *c)
+            .await?;
+        for r in paths {
+            let child = text(&r, 0)?;
+            let acc: Vec<u8> = r.try_get(1)?;
+            let value = value_from(&acc, r.try_get(2)?, &format!("path {child:?}"))?;
+            out.push(EntryRow::Path { path: child, value, seghash: r.try_get(3)? });
         }
         Ok(out)
     }

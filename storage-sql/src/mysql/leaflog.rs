@@ -1,10 +1,16 @@
-//! The Merkle leaf-change log table (`leaflog`): rows appended inside `put_batch`'s
-//! transaction, read and cleared by a fold holding the tree lock (see `crate::tree::log`).
+//! The tables only a fold writes besides the node rows: the Merkle leaf-change log (`leaflog`:
+//! rows appended inside `put_batch`'s transaction, read and cleared by a fold holding the tree
+//! lock, see `crate::tree::log`) and the folded tree's leaf entries (`entries`).
 
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 
 use super::MySqlDriver;
-use crate::error::Fallible;
+use crate::driver::{entry_size, EntryRow, LeafEntry};
+use crate::error::{entry_clash_is_contract, Fallible};
+use crate::sqlgen::{chunks, tuples};
+
+/// How an entry whose id had a leaf takes its new one.
+const UPSERT: &str = " ON DUPLICATE KEY UPDATE leaf = VALUES(leaf)";
 
 impl MySqlDriver {
     pub(super) async fn log_append(
@@ -34,5 +40,58 @@ impl MySqlDriver {
     pub(super) async fn log_pending(&self) -> Fallible<bool> {
         let sql = format!("SELECT seq FROM {}leaflog LIMIT 1", self.p);
         Ok(sqlx::query(AssertSqlSafe(sql)).fetch_optional(&self.pool).await?.is_some())
+    }
+
+    pub(super) async fn entries_write(
+        &self,
+        c: &mut MySqlConnection,
+        entries: &[LeafEntry<'_>],
+    ) -> Fallible<()> {
+        let (live, gone): (Vec<&LeafEntry<'_>>, Vec<&LeafEntry<'_>>) =
+            entries.iter().partition(|e| e.leaf.is_some());
+        let (fresh, over): (Vec<&LeafEntry<'_>>, Vec<&LeafEntry<'_>>) =
+            live.into_iter().partition(|e| e.fresh);
+        let p = &self.p;
+        let work = [(fresh, ""), (over, UPSERT)];
+        for (rows, clause) in &work {
+            for chunk in chunks(rows, super::MAX_PARAMS / 4, self.statement_bytes, entry_size) {
+                let sql = format!(
+                    "INSERT INTO {p}entries (parent, seghash, id, leaf) VALUES {}{clause}",
+                    tuples(chunk.len(), 4)
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for e in chunk {
+                    let leaf = e.leaf.as_ref().map(|d| &d.0[..]);
+                    query = query.bind(e.parent).bind(e.seghash).bind(e.id).bind(leaf);
+                }
+                query.execute(&mut *c).await.map_err(entry_clash_is_contract)?;
+            }
+        }
+        for chunk in chunks(&gone, super::MAX_PARAMS / 3, self.statement_bytes, entry_size) {
+            let sql = format!(
+                "DELETE FROM {p}entries WHERE (parent, seghash, id) IN ({})",
+                tuples(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(e.parent).bind(e.seghash).bind(e.id);
+            }
+            query.execute(&mut *c).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn entries_all(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        let sql = format!("SELECT parent, seghash, id, leaf FROM {}entries", self.p);
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let parent = super::rows::text(r, 0)?;
+                let id = super::rows::text(r, 2)?;
+                let leaf: Vec<u8> = r.try_get(3)?;
+                let digest = crate::codec::digest_from(&leaf, "entry leaf digest")?;
+                Ok((parent, EntryRow::Leaf { id, digest, seghash: r.try_get(1)? }))
+            })
+            .collect()
     }
 }

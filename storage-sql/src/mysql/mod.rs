@@ -22,10 +22,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, MySql, MySqlConnection, Row};
 use sync_engine_core::{Error, ErrorKind, SecretUrl};
 
-use crate::codec::{bucket_text, value_from, KeyRange};
+use crate::codec::{bucket_text, KeyRange};
 use crate::driver::{
-    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafRecord, PathRow, StoredItem, StoredStamp,
-    Tx,
+    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafEntry, LeafRecord, PathRow, StoredItem,
+    StoredStamp, Tx,
 };
 use crate::error::{ErrCtx, Failure, Fallible};
 use crate::options::SqlOptions;
@@ -145,8 +145,8 @@ impl MySqlDriver {
                 s(format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND id < ? AND {live}")),
             ],
             entries_leaves: s(format!(
-                "SELECT id, leaf, seghash FROM {p}items \
-                 WHERE parent = ? AND {live} AND seghash BETWEEN ? AND ?"
+                "SELECT id, leaf, seghash FROM {p}entries \
+                 WHERE parent = ? AND seghash BETWEEN ? AND ?"
             )),
             entries_paths: s(format!(
                 "SELECT path, acc, leaves, seghash FROM {p}paths \
@@ -201,6 +201,14 @@ impl Driver for MySqlDriver {
 
     async fn clear_log(&self, c: &mut MySqlConnection, upto: i64) -> Fallible<()> {
         self.log_clear(c, upto).await
+    }
+
+    async fn write_entries(
+        &self,
+        c: &mut MySqlConnection,
+        entries: &[LeafEntry<'_>],
+    ) -> Fallible<()> {
+        self.entries_write(c, entries).await
     }
 
     async fn has_log(&self) -> Fallible<bool> {
@@ -311,33 +319,7 @@ impl Driver for MySqlDriver {
         path: &str,
         range: (u64, u64),
     ) -> Fallible<Vec<EntryRow>> {
-        let mut out = Vec::new();
-        let leaves = q(&self.entries_leaves)
-            .bind(path)
-            .bind(range.0)
-            .bind(range.1)
-            .fetch_all(&mut *c)
-            .await?;
-        for r in leaves {
-            let id = text(&r, 0)?;
-            let digest = leaf_of(r.try_get(1)?)?.ok_or_else(|| {
-                Failure::Corrupt(format!("live item {id:?} has no stored leaf digest"))
-            })?;
-            out.push(EntryRow::Leaf { id, digest, seghash: r.try_get(2)? });
-        }
-        let paths = q(&self.entries_paths)
-            .bind(path)
-            .bind(range.0)
-            .bind(range.1)
-            .fetch_all(&mut *c)
-            .await?;
-        for r in paths {
-            let child = text(&r, 0)?;
-            let acc: Vec<u8> = r.try_get(1)?;
-            let value = value_from(&acc, r.try_get(2)?, &format!("path {child:?}"))?;
-            out.push(EntryRow::Path { path: child, value, seghash: r.try_get(3)? });
-        }
-        Ok(out)
+        self.entries_one(c, path, range).await
     }
 
     async fn read_entries_many(
@@ -484,6 +466,10 @@ impl Driver for MySqlDriver {
         let sql =
             format!("SELECT path, bucket, acc, leaves, entries, split FROM {}buckets", self.p);
         dq(sql).fetch_all(&self.pool).await?.iter().map(bucket_row).collect()
+    }
+
+    async fn all_entries(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        self.entries_all().await
     }
 
     async fn drop_tables(&self) -> Fallible<()> {

@@ -71,12 +71,27 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
         ),
         format!("INSERT IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
     ],
-    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
+    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows) and
+    // the leaf entries of the folded tree, which replace the items' (parent, seghash) index.
     vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
              changes LONGBLOB NOT NULL) ENGINE=InnoDB"
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}entries (
+                parent VARBINARY(1024) NOT NULL,
+                seghash BIGINT UNSIGNED NOT NULL,
+                id VARBINARY(1024) NOT NULL,
+                leaf BINARY(32) NOT NULL,
+                PRIMARY KEY (parent, seghash, id)
+            ) ENGINE=InnoDB"
+        ),
+        format!(
+            "INSERT INTO {p}entries (parent, seghash, id, leaf) \
+             SELECT parent, seghash, id, leaf FROM {p}items WHERE tombstone = 0"
+        ),
+        format!("ALTER TABLE {p}items DROP INDEX {p}items_entries"),
     ]]
 }
 
@@ -127,7 +142,7 @@ async fn migrate_locked(conn: &mut MySqlConnection, p: &str) -> Fallible<()> {
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "tombstones", "chunks", "paths", "buckets", "leaflog", "meta"]
+    ["items", "tombstones", "chunks", "paths", "buckets", "leaflog", "entries", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

@@ -21,7 +21,7 @@ pub(super) fn statements(p: &str) -> [String; 2] {
     [
         format!(
             "SELECT q.i, t.id, t.leaf, t.seghash FROM {questions} CROSS JOIN LATERAL \
-             (SELECT id, leaf, seghash FROM {p}items WHERE {range} AND NOT tombstone OFFSET 0) t"
+             (SELECT id, leaf, seghash FROM {p}entries WHERE {range} OFFSET 0) t"
         ),
         format!(
             "SELECT q.i, t.path, t.acc, t.leaves, t.seghash FROM {questions} CROSS JOIN LATERAL \

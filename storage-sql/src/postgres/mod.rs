@@ -21,8 +21,8 @@ use sync_engine_core::{Error, ErrorKind, SecretUrl};
 
 use crate::codec::{bucket_text, from_ord, to_ord, value_from, KeyRange};
 use crate::driver::{
-    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafRecord, PathRow, StoredItem, StoredStamp,
-    Tx,
+    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafEntry, LeafRecord, PathRow, StoredItem,
+    StoredStamp, Tx,
 };
 use crate::error::{ErrCtx, Failure, Fallible};
 use crate::options::SqlOptions;
@@ -122,8 +122,8 @@ impl Sql {
                  (SELECT * FROM UNNEST($1::text[], $2::text[]))"
             )),
             entries_leaves: s(format!(
-                "SELECT id, leaf, seghash FROM {p}items \
-                 WHERE parent = $1 AND {live} AND seghash BETWEEN $2 AND $3"
+                "SELECT id, leaf, seghash FROM {p}entries \
+                 WHERE parent = $1 AND seghash BETWEEN $2 AND $3"
             )),
             entries_paths: s(format!(
                 "SELECT path, acc, leaves, seghash FROM {p}paths \
@@ -226,6 +226,10 @@ impl Driver for PgDriver {
 
     async fn clear_log(&self, c: &mut PgConnection, upto: i64) -> Fallible<()> {
         self.log_clear(c, upto).await
+    }
+
+    async fn write_entries(&self, c: &mut PgConnection, entries: &[LeafEntry<'_>]) -> Fallible<()> {
+        self.entries_write(c, entries).await
     }
 
     async fn has_log(&self) -> Fallible<bool> {
@@ -403,6 +407,10 @@ impl Driver for PgDriver {
 
     async fn all_buckets(&self) -> Fallible<Vec<BucketRow>> {
         q(&self.sql.all_buckets).fetch_all(&self.pool).await?.iter().map(bucket_row).collect()
+    }
+
+    async fn all_entries(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        self.entries_all().await
     }
 
     async fn drop_tables(&self) -> Fallible<()> {

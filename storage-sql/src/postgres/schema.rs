@@ -62,10 +62,27 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
             "INSERT INTO {p}meta (name, value) VALUES ('tree_lock', 0) ON CONFLICT (name) DO NOTHING"
         ),
     ],
-    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGSERIAL PRIMARY KEY, changes BYTEA NOT NULL)"
-    )]]
+    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows) and
+    // the leaf entries of the folded tree, which replace the items' (parent, seghash) index.
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGSERIAL PRIMARY KEY, changes BYTEA NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {p}entries (
+                parent TEXT COLLATE \"C\" NOT NULL,
+                seghash BIGINT NOT NULL,
+                id TEXT COLLATE \"C\" NOT NULL,
+                leaf BYTEA NOT NULL,
+                PRIMARY KEY (parent, seghash, id)
+            )"
+        ),
+        format!(
+            "INSERT INTO {p}entries (parent, seghash, id, leaf) \
+             SELECT parent, seghash, id, leaf FROM {p}items WHERE NOT tombstone"
+        ),
+        format!("DROP INDEX IF EXISTS {p}items_entries"),
+    ]]
 }
 
 /// A stable advisory-lock key for the schema of prefix `p` (FNV-1a).
@@ -114,7 +131,7 @@ pub(crate) async fn migrate(conn: &mut PgConnection, p: &str) -> Fallible<()> {
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "paths", "buckets", "leaflog", "meta"]
+    ["items", "paths", "buckets", "leaflog", "entries", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

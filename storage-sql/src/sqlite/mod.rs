@@ -20,8 +20,8 @@ use sync_engine_core::{Error, ErrorKind, SecretUrl};
 
 use crate::codec::{from_ord, to_ord, value_from, KeyRange};
 use crate::driver::{
-    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafRecord, PathRow, StoredItem, StoredStamp,
-    Tx,
+    BucketKey, BucketRow, Driver, EntryRow, ItemRow, LeafEntry, LeafRecord, PathRow, StoredItem,
+    StoredStamp, Tx,
 };
 use crate::error::{ErrCtx, Failure, Fallible};
 use crate::options::SqlOptions;
@@ -122,8 +122,8 @@ impl SqliteDriver {
                 format!("SELECT COUNT(*) FROM {p}items WHERE id >= ? AND id < ? AND {live}").into(),
             ],
             entries_leaves: format!(
-                "SELECT id, leaf, seghash FROM {p}items \
-                 WHERE parent = ? AND {live} AND seghash BETWEEN ? AND ?"
+                "SELECT id, leaf, seghash FROM {p}entries \
+                 WHERE parent = ? AND seghash BETWEEN ? AND ?"
             )
             .into(),
             entries_paths: format!(
@@ -189,6 +189,14 @@ impl Driver for SqliteDriver {
 
     async fn clear_log(&self, c: &mut SqliteConnection, upto: i64) -> Fallible<()> {
         self.log_clear(c, upto).await
+    }
+
+    async fn write_entries(
+        &self,
+        c: &mut SqliteConnection,
+        entries: &[LeafEntry<'_>],
+    ) -> Fallible<()> {
+        self.entries_write(c, entries).await
     }
 
     async fn has_log(&self) -> Fallible<bool> {
@@ -448,6 +456,10 @@ impl Driver for SqliteDriver {
         let sql =
             format!("SELECT path, bucket, acc, leaves, entries, split FROM {}buckets", self.p);
         dq(sql).fetch_all(&self.pool).await?.iter().map(bucket_row).collect()
+    }
+
+    async fn all_entries(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        self.entries_all().await
     }
 
     async fn drop_tables(&self) -> Fallible<()> {

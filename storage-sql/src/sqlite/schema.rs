@@ -10,9 +10,10 @@ use crate::error::Fallible;
 
 /// The migrations, in order; migration `i` (0-based) brings the schema to version `i + 1`.
 fn migrations(p: &str) -> Vec<Vec<String>> {
-    vec![vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {p}items (
+    vec![
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}items (
                 id TEXT NOT NULL PRIMARY KEY,
                 parent TEXT NOT NULL,
                 seghash INTEGER NOT NULL,
@@ -24,17 +25,17 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
                 state TEXT,
                 leaf BLOB
             )"
-        ),
-        format!(
-            "CREATE INDEX IF NOT EXISTS {p}items_entries ON {p}items (parent, seghash) \
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}items_entries ON {p}items (parent, seghash) \
              WHERE tombstone = 0"
-        ),
-        format!(
-            "CREATE INDEX IF NOT EXISTS {p}items_tombstones ON {p}items (updated_at) \
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}items_tombstones ON {p}items (updated_at) \
              WHERE tombstone = 1"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {p}paths (
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}paths (
                 path TEXT NOT NULL PRIMARY KEY,
                 parent TEXT,
                 seghash INTEGER NOT NULL,
@@ -44,10 +45,10 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
                 split INTEGER NOT NULL,
                 depth INTEGER NOT NULL
             ) WITHOUT ROWID"
-        ),
-        format!("CREATE INDEX IF NOT EXISTS {p}paths_entries ON {p}paths (parent, seghash)"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {p}buckets (
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {p}paths_entries ON {p}paths (parent, seghash)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}buckets (
                 path TEXT NOT NULL,
                 bucket TEXT NOT NULL,
                 acc BLOB NOT NULL,
@@ -56,13 +57,32 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
                 split INTEGER NOT NULL,
                 PRIMARY KEY (path, bucket)
             ) WITHOUT ROWID"
-        ),
-        format!("INSERT OR IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
-    ],
-    // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows).
-    vec![
-        format!("CREATE TABLE IF NOT EXISTS {p}leaflog (seq INTEGER NOT NULL PRIMARY KEY, changes BLOB NOT NULL)"),
-    ]]
+            ),
+            format!("INSERT OR IGNORE INTO {p}meta (name, value) VALUES ('tree_lock', 0)"),
+        ],
+        // 2: the Merkle leaf-change log (put_batch appends, folds apply it to the node rows) and
+        // the leaf entries of the folded tree, which replace the items' (parent, seghash) index.
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}leaflog (seq INTEGER NOT NULL PRIMARY KEY, \
+             changes BLOB NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}entries (
+                parent TEXT NOT NULL,
+                seghash INTEGER NOT NULL,
+                id TEXT NOT NULL,
+                leaf BLOB NOT NULL,
+                PRIMARY KEY (parent, seghash, id)
+            ) WITHOUT ROWID"
+            ),
+            format!(
+                "INSERT INTO {p}entries (parent, seghash, id, leaf) \
+             SELECT parent, seghash, id, leaf FROM {p}items WHERE tombstone = 0"
+            ),
+            format!("DROP INDEX IF EXISTS {p}items_entries"),
+        ],
+    ]
 }
 
 /// Create or migrate the schema; refuse a schema newer than this build.
@@ -99,7 +119,7 @@ pub(crate) async fn migrate(conn: &mut SqliteConnection, p: &str) -> Fallible<()
 
 /// `DROP TABLE` of every table of prefix `p`.
 pub(crate) fn drop_statements(p: &str) -> Vec<String> {
-    ["items", "paths", "buckets", "leaflog", "meta"]
+    ["items", "paths", "buckets", "leaflog", "entries", "meta"]
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {p}{t}"))
         .collect()

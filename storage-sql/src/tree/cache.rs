@@ -1,11 +1,11 @@
-//! A process-local cache of node rows, valid only while no other writer has touched the tree.
+//! A process-local cache of node rows, valid only while no other process has touched the tree.
 //!
-//! Every `put_batch` increments the tree lock row's generation inside its transaction. The
-//! cache records the generation its rows are true at; a writer that finds, under the tree lock,
-//! the same generation in the database knows nobody else committed since, and may take node
-//! rows from the cache instead of reading them. Any other generation (another engine wrote, a
-//! commit's outcome is unknown) empties the cache. After a commit the cache holds the rows the
-//! batch read and wrote, labelled with the new generation. So a cached row is always the row
+//! Every fold (the only writer of node rows) increments the tree lock row's generation inside
+//! its transaction. The cache records the generation its rows are true at; a fold that finds,
+//! under the tree lock, the same generation in the database knows nobody else folded since, and
+//! may take node rows from the cache instead of reading them. Any other generation (another
+//! engine folded, a commit's outcome is unknown) empties the cache. After a commit the cache
+//! holds the rows the fold read and wrote, labelled with the new generation. So a cached row is always the row
 //! the database holds: the cache saves reads, never changes an answer.
 
 use std::collections::HashMap;

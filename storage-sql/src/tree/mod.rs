@@ -1,11 +1,13 @@
-//! The Merkle tree in SQL: node rows, their maintenance inside `put_batch`'s transaction, and
+//! The Merkle tree in SQL: node rows, their maintenance by a fold of the leaf-change log, and
 //! the `node` / `children` answers the diff walks.
 //!
 //! Shape: a `paths` row per path node (keyed by path, with its parent, `seghash`, value, number
 //! of direct entries, split flag and deepest bucket level) and, for path nodes with more direct
 //! entries than the split threshold, `buckets` rows keyed by `(path, nibbles)`. A flat node's
-//! entries are never stored twice: they are listed from the `items` table (live rows by
-//! `(parent, seghash)`) and the `paths` table (rows by `(parent, seghash)`). Node values are
+//! entries are never stored twice: they are listed from the `entries` table (one row per live
+//! leaf, keyed by `(parent, seghash, id)`) and the `paths` table (rows by `(parent, seghash)`).
+//! `put_batch` writes neither: it logs its leaf changes (module `log`), and a fold applies them
+//! to the entries and node rows together, so what the tree tables say always agrees. Node values are
 //! sums, so the grouping never changes a hash and another store may group differently.
 
 mod cache;
@@ -51,7 +53,8 @@ fn from_cache<K: Clone, R: Clone>(
     (found, missing)
 }
 
-/// Apply a batch's leaf changes to the stored tree, inside the caller's write transaction
+/// Apply folded leaf changes to the stored node rows (after the fold wrote the entries), inside
+/// the caller's write transaction
 /// holding the tree lock at generation `gen`; returns what it read and wrote for the cache.
 pub(crate) async fn apply<D: Driver>(
     d: &D,
