@@ -33,7 +33,8 @@ fn count(b: &Batches) -> usize {
 
 /// One write-behind ingest.
 pub struct Ingest {
-    /// From the first submit until everything is in L3 and L2 (L2's Merkle shadow folded).
+    /// From the first submit until everything is in L3 and L2 and both Merkle trees are
+    /// current (L3's change log and L2's shadow log folded).
     pub elapsed: Duration,
     /// Until `flush()` returned (L2's shadow fold excluded).
     pub flushed: Duration,
@@ -44,7 +45,7 @@ pub struct Ingest {
 }
 
 /// Submit every item (write-behind), then `flush()`: L3 (or the WAL) and L2 hold everything;
-/// then fold L2's Merkle shadow so both tiers' trees are current. Fails if anything went to the
+/// then fold L3's Merkle change log and L2's Merkle shadow so both tiers' trees are current. Fails if anything went to the
 /// WAL (an L3 failure would make the figure meaningless).
 pub async fn write_behind(
     engine: &SyncEngine,
@@ -67,6 +68,7 @@ pub async fn write_behind(
     }
     engine.flush().await.map_err(|e| format!("flush: {e}"))?;
     let flushed = started.elapsed();
+    tiers.l3.inner().fold().await.map_err(|e| format!("L3 fold: {e}"))?;
     if let Some(redis) = tiers.redis() {
         redis.fold().await.map_err(|e| format!("L2 fold: {e}"))?;
     }
