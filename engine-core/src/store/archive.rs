@@ -46,8 +46,10 @@ impl KeyScan {
 /// - **Exact prefixes**: prefix operations are byte-wise and case-sensitive.
 /// - **Errors**: unreachable backend → status Temporary (retry, divert to the WAL); rejected
 ///   input → Permanent (never retried).
-/// - Implementations that also implement [`super::MerkleStore`] change the Merkle tree in the
-///   same transaction as the items.
+/// - Implementations that also implement [`super::MerkleStore`] commit the Merkle change in the
+///   same transaction as the items: every Merkle answer given after `put_batch` returned
+///   describes the batch (the SQL store commits the batch's leaf changes with the items and
+///   folds them into its node rows before any Merkle read).
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
     /// Short backend name for errors, logs and metrics (`sqlite`, `postgres`, `memory`, ...).

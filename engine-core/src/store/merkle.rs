@@ -6,7 +6,8 @@ use crate::error::Result;
 
 /// A Merkle tree kept beside a store's data (L3: truth; L2: shadow), read-only through this
 /// trait: the owning store changes it together with its data (in the same transaction for L3,
-/// the same script for L2).
+/// the same script for L2), and every answer describes every change committed before the
+/// question (a store that logs leaf changes and folds them later folds before answering).
 ///
 /// Promises:
 /// - A node's value is the sum of the leaf digests of the live items beneath it
