@@ -68,6 +68,8 @@ fn migrations(p: &str) -> Vec<Vec<String>> {
         format!(
             "CREATE TABLE IF NOT EXISTS {p}leaflog (seq BIGSERIAL PRIMARY KEY, changes BYTEA NOT NULL)"
         ),
+        // Log rows are mostly random digests: out of line, never run through pglz.
+        format!("ALTER TABLE {p}leaflog ALTER COLUMN changes SET STORAGE EXTERNAL"),
         format!(
             "CREATE TABLE IF NOT EXISTS {p}entries (
                 parent TEXT COLLATE \"C\" NOT NULL,
