@@ -82,6 +82,43 @@ pub(crate) struct LeafEntry<'a> {
     pub fresh: bool,
 }
 
+/// Entries to write, by statement: new leaves (plain inserts), changed leaves (upserts), and
+/// removed leaves (deletes).
+pub(crate) struct EntryWrites<'r, 'a> {
+    /// Leaves the tree did not hold.
+    pub fresh: Vec<&'r LeafEntry<'a>>,
+    /// Leaves whose digest changed.
+    pub over: Vec<&'r LeafEntry<'a>>,
+    /// Leaves removed.
+    pub gone: Vec<&'r LeafEntry<'a>>,
+}
+
+impl<'r, 'a> EntryWrites<'r, 'a> {
+    /// Sort `entries` into their statements, keeping their order.
+    pub(crate) fn of(entries: &'r [LeafEntry<'a>]) -> EntryWrites<'r, 'a> {
+        let mut w = EntryWrites { fresh: Vec::new(), over: Vec::new(), gone: Vec::new() };
+        for e in entries {
+            match (e.leaf.is_some(), e.fresh) {
+                (false, _) => w.gone.push(e),
+                (true, true) => w.fresh.push(e),
+                (true, false) => w.over.push(e),
+            }
+        }
+        w
+    }
+}
+
+/// An `entries` row as read back: its parent and the leaf entry (`leaf` must be 32 bytes).
+pub(crate) fn entry_row(
+    parent: String,
+    seghash: u64,
+    id: String,
+    leaf: &[u8],
+) -> crate::error::Fallible<(String, EntryRow)> {
+    let digest = crate::codec::digest_from(leaf, "entry leaf digest")?;
+    Ok((parent, EntryRow::Leaf { id, digest, seghash }))
+}
+
 /// A rough upper bound of a [`LeafEntry`]'s share of a statement, in bytes.
 #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 pub(crate) fn entry_size(e: &&LeafEntry<'_>) -> usize {

@@ -20,6 +20,7 @@ mod batch;
 mod codec;
 mod driver;
 mod error;
+mod logsql;
 mod migrate;
 mod ops;
 mod options;

@@ -1,18 +1,23 @@
-//! Entries of many `(path, seghash range)` questions in one query per table: the ranges are
-//! OR-ed (MySQL and MariaDB scan them as ranges of the entries' `(parent, seghash, id)` key), and the rows
-//! are given back to the questions by their parent and `seghash`.
+//! The folded tree's leaf entries (`entries`): written by folds, listed with the child path
+//! nodes for node answers and splits. Entries of many `(path, seghash range)` questions come in
+//! one query per table: the ranges are OR-ed (MySQL and MariaDB scan them as ranges of the
+//! entries' `(parent, seghash, id)` key), and the rows are given back to the questions by their
+//! parent and `seghash`.
 
-use sqlx::{MySqlConnection, Row};
+use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 
 use super::rows::{leaf_of, text};
 use super::{dq, q, MySqlDriver};
 use crate::codec::value_from;
-use crate::driver::{assign, EntryRow};
-use crate::error::{Failure, Fallible};
-use crate::sqlgen::padded;
+use crate::driver::{assign, entry_row, entry_size, EntryRow, EntryWrites, LeafEntry};
+use crate::error::{entry_clash_is_contract, Failure, Fallible};
+use crate::sqlgen::{chunks, padded, tuples};
 
 /// Questions per statement (three parameters each; padded to a power of two).
 const PER_STATEMENT: usize = 256;
+
+/// How an entry whose id had a leaf takes its new one.
+const UPSERT: &str = " ON DUPLICATE KEY UPDATE leaf = VALUES(leaf)";
 
 /// `(parent = ? AND seghash BETWEEN ? AND ?) OR ...` for `n` questions.
 fn ranges(n: usize) -> String {
@@ -102,5 +107,54 @@ impl MySqlDriver {
             out.push(EntryRow::Path { path: child, value, seghash: r.try_get(3)? });
         }
         Ok(out)
+    }
+
+    pub(super) async fn entries_write(
+        &self,
+        c: &mut MySqlConnection,
+        entries: &[LeafEntry<'_>],
+    ) -> Fallible<()> {
+        let EntryWrites { fresh, over, gone } = EntryWrites::of(entries);
+        let p = &self.p;
+        let work = [(fresh, ""), (over, UPSERT)];
+        for (rows, clause) in &work {
+            for chunk in chunks(rows, super::MAX_PARAMS / 4, self.statement_bytes, entry_size) {
+                let sql = format!(
+                    "INSERT INTO {p}entries (parent, seghash, id, leaf) VALUES {}{clause}",
+                    tuples(chunk.len(), 4)
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for e in chunk {
+                    let leaf = e.leaf.as_ref().map(|d| &d.0[..]);
+                    query = query.bind(e.parent).bind(e.seghash).bind(e.id).bind(leaf);
+                }
+                query.execute(&mut *c).await.map_err(entry_clash_is_contract)?;
+            }
+        }
+        for chunk in chunks(&gone, super::MAX_PARAMS / 3, self.statement_bytes, entry_size) {
+            let sql = format!(
+                "DELETE FROM {p}entries WHERE (parent, seghash, id) IN ({})",
+                tuples(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(e.parent).bind(e.seghash).bind(e.id);
+            }
+            query.execute(&mut *c).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn entries_all(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        let sql = format!("SELECT parent, seghash, id, leaf FROM {}entries", self.p);
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let parent = super::rows::text(r, 0)?;
+                let id = super::rows::text(r, 2)?;
+                let leaf: Vec<u8> = r.try_get(3)?;
+                entry_row(parent, r.try_get(1)?, id, &leaf)
+            })
+            .collect()
     }
 }

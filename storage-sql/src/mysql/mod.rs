@@ -6,7 +6,6 @@
 
 mod content;
 mod entries;
-mod leaflog;
 mod rows;
 mod schema;
 mod writes;
@@ -191,17 +190,7 @@ impl Driver for MySqlDriver {
         Ok((tx, gen as u64))
     }
 
-    async fn append_log(&self, c: &mut MySqlConnection, rows: &[Vec<u8>]) -> Fallible<()> {
-        self.log_append(c, rows).await
-    }
-
-    async fn read_log(&self, c: &mut MySqlConnection) -> Fallible<Vec<(i64, Vec<u8>)>> {
-        self.log_read(c).await
-    }
-
-    async fn clear_log(&self, c: &mut MySqlConnection, upto: i64) -> Fallible<()> {
-        self.log_clear(c, upto).await
-    }
+    crate::logsql::leaflog_methods!(MySqlConnection, "?");
 
     async fn write_entries(
         &self,
@@ -209,10 +198,6 @@ impl Driver for MySqlDriver {
         entries: &[LeafEntry<'_>],
     ) -> Fallible<()> {
         self.entries_write(c, entries).await
-    }
-
-    async fn has_log(&self) -> Fallible<bool> {
-        self.log_pending().await
     }
 
     async fn set_generation(&self, c: &mut MySqlConnection, gen: u64) -> Fallible<()> {

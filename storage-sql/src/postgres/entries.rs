@@ -1,14 +1,16 @@
-//! Entries of many `(path, seghash range)` questions in one query per table: the questions
-//! are bound as arrays, unnested with their index, and each answered by a range scan of the
-//! `(parent, seghash)` indexes, so every row comes back tagged with the question it answers.
+//! The folded tree's leaf entries (`entries`): written by folds, listed with the child path
+//! nodes for node answers and splits. Entries of many `(path, seghash range)` questions come in
+//! one query per table: the questions are bound as arrays, unnested with their index, and each
+//! answered by a range scan of the `(parent, seghash)` keys, so every row comes back tagged with
+//! the question it answers.
 
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::rows::leaf_of;
 use super::{q, PgDriver};
 use crate::codec::{from_ord, to_ord, value_from};
-use crate::driver::EntryRow;
-use crate::error::{Failure, Fallible};
+use crate::driver::{entry_row, EntryRow, EntryWrites, LeafEntry};
+use crate::error::{entry_clash_is_contract, Failure, Fallible};
 
 /// The two statements (prefix applied): live leaves, then child paths. Each question is a
 /// LATERAL subquery fenced with `OFFSET 0`, so the planner runs one range scan of the
@@ -77,5 +79,58 @@ impl PgDriver {
             out[i].push(EntryRow::Path { path: child, value, seghash: from_ord(r.try_get(4)?) });
         }
         Ok(out)
+    }
+
+    pub(super) async fn entries_write(
+        &self,
+        c: &mut PgConnection,
+        entries: &[LeafEntry<'_>],
+    ) -> Fallible<()> {
+        let EntryWrites { fresh, over, gone } = EntryWrites::of(entries);
+        let p = &self.p;
+        let upsert = " ON CONFLICT (parent, seghash, id) DO UPDATE SET leaf = excluded.leaf";
+        for (rows, clause) in [(fresh, ""), (over, upsert)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO {p}entries (parent, seghash, id, leaf) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::bytea[]){clause}"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(rows.iter().map(|e| e.parent).collect::<Vec<_>>())
+                .bind(rows.iter().map(|e| to_ord(e.seghash)).collect::<Vec<_>>())
+                .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
+                .bind(rows.iter().map(|e| e.leaf.map(|d| d.0.to_vec())).collect::<Vec<_>>())
+                .execute(&mut *c)
+                .await
+                .map_err(entry_clash_is_contract)?;
+        }
+        if !gone.is_empty() {
+            let sql = format!(
+                "DELETE FROM {p}entries WHERE (parent, seghash, id) IN \
+                 (SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[]))"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(gone.iter().map(|e| e.parent).collect::<Vec<_>>())
+                .bind(gone.iter().map(|e| to_ord(e.seghash)).collect::<Vec<_>>())
+                .bind(gone.iter().map(|e| e.id).collect::<Vec<_>>())
+                .execute(&mut *c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn entries_all(&self) -> Fallible<Vec<(String, EntryRow)>> {
+        let sql = format!("SELECT parent, seghash, id, leaf FROM {}entries", self.p);
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let parent: String = r.try_get(0)?;
+                let id: String = r.try_get(2)?;
+                let leaf: Vec<u8> = r.try_get(3)?;
+                entry_row(parent, crate::codec::from_ord(r.try_get(1)?), id, &leaf)
+            })
+            .collect()
     }
 }

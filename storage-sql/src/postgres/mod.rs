@@ -3,7 +3,6 @@
 //! bind-parameter limit applies; the tree lock is `SELECT ... FOR UPDATE` on the lock row.
 
 mod entries;
-mod leaflog;
 mod rows;
 mod schema;
 mod writes;
@@ -216,24 +215,10 @@ impl Driver for PgDriver {
         Ok((tx, gen as u64))
     }
 
-    async fn append_log(&self, c: &mut PgConnection, rows: &[Vec<u8>]) -> Fallible<()> {
-        self.log_append(c, rows).await
-    }
-
-    async fn read_log(&self, c: &mut PgConnection) -> Fallible<Vec<(i64, Vec<u8>)>> {
-        self.log_read(c).await
-    }
-
-    async fn clear_log(&self, c: &mut PgConnection, upto: i64) -> Fallible<()> {
-        self.log_clear(c, upto).await
-    }
+    crate::logsql::leaflog_methods!(PgConnection, "$1");
 
     async fn write_entries(&self, c: &mut PgConnection, entries: &[LeafEntry<'_>]) -> Fallible<()> {
         self.entries_write(c, entries).await
-    }
-
-    async fn has_log(&self) -> Fallible<bool> {
-        self.log_pending().await
     }
 
     async fn set_generation(&self, c: &mut PgConnection, gen: u64) -> Fallible<()> {

@@ -2,7 +2,7 @@
 //! the tree lock (SQLite has one writer at a time; taking the write lock at `BEGIN` makes the
 //! read-decide-write sequence of `put_batch` atomic with respect to every other writer).
 
-mod leaflog;
+mod entries;
 mod rows;
 mod schema;
 mod writes;
@@ -179,17 +179,7 @@ impl Driver for SqliteDriver {
         Ok((tx, gen as u64))
     }
 
-    async fn append_log(&self, c: &mut SqliteConnection, rows: &[Vec<u8>]) -> Fallible<()> {
-        self.log_append(c, rows).await
-    }
-
-    async fn read_log(&self, c: &mut SqliteConnection) -> Fallible<Vec<(i64, Vec<u8>)>> {
-        self.log_read(c).await
-    }
-
-    async fn clear_log(&self, c: &mut SqliteConnection, upto: i64) -> Fallible<()> {
-        self.log_clear(c, upto).await
-    }
+    crate::logsql::leaflog_methods!(SqliteConnection, "?");
 
     async fn write_entries(
         &self,
@@ -197,10 +187,6 @@ impl Driver for SqliteDriver {
         entries: &[LeafEntry<'_>],
     ) -> Fallible<()> {
         self.entries_write(c, entries).await
-    }
-
-    async fn has_log(&self) -> Fallible<bool> {
-        self.log_pending().await
     }
 
     async fn set_generation(&self, c: &mut SqliteConnection, gen: u64) -> Fallible<()> {

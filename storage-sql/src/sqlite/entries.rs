@@ -1,11 +1,10 @@
-//! The tables only a fold writes besides the node rows: the Merkle leaf-change log (`leaflog`:
-//! rows appended inside `put_batch`'s transaction, read and cleared by a fold holding the tree
-//! lock, see `crate::tree::log`) and the folded tree's leaf entries (`entries`).
+//! The folded tree's leaf entries (`entries`), the table only a fold writes besides the node
+//! rows (the change log's statements are alike on every database: `crate::logsql`).
 
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use super::SqliteDriver;
-use crate::driver::{entry_size, EntryRow, LeafEntry};
+use crate::driver::{entry_row, entry_size, EntryRow, EntryWrites, LeafEntry};
 use crate::error::{entry_clash_is_contract, Fallible};
 use crate::sqlgen::{chunks, tuples};
 
@@ -13,44 +12,12 @@ use crate::sqlgen::{chunks, tuples};
 const UPSERT: &str = " ON CONFLICT (parent, seghash, id) DO UPDATE SET leaf = excluded.leaf";
 
 impl SqliteDriver {
-    pub(super) async fn log_append(
-        &self,
-        c: &mut SqliteConnection,
-        rows: &[Vec<u8>],
-    ) -> Fallible<()> {
-        let sql = format!("INSERT INTO {}leaflog (changes) VALUES (?)", self.p);
-        for row in rows {
-            sqlx::query(AssertSqlSafe(sql.as_str())).bind(row.as_slice()).execute(&mut *c).await?;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn log_read(&self, c: &mut SqliteConnection) -> Fallible<Vec<(i64, Vec<u8>)>> {
-        let sql = format!("SELECT seq, changes FROM {}leaflog ORDER BY seq", self.p);
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *c).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
-    }
-
-    pub(super) async fn log_clear(&self, c: &mut SqliteConnection, upto: i64) -> Fallible<()> {
-        let sql = format!("DELETE FROM {}leaflog WHERE seq <= ?", self.p);
-        sqlx::query(AssertSqlSafe(sql)).bind(upto).execute(&mut *c).await?;
-        Ok(())
-    }
-
-    pub(super) async fn log_pending(&self) -> Fallible<bool> {
-        let sql = format!("SELECT seq FROM {}leaflog LIMIT 1", self.p);
-        Ok(sqlx::query(AssertSqlSafe(sql)).fetch_optional(&self.pool).await?.is_some())
-    }
-
     pub(super) async fn entries_write(
         &self,
         c: &mut SqliteConnection,
         entries: &[LeafEntry<'_>],
     ) -> Fallible<()> {
-        let (live, gone): (Vec<&LeafEntry<'_>>, Vec<&LeafEntry<'_>>) =
-            entries.iter().partition(|e| e.leaf.is_some());
-        let (fresh, over): (Vec<&LeafEntry<'_>>, Vec<&LeafEntry<'_>>) =
-            live.into_iter().partition(|e| e.fresh);
+        let EntryWrites { fresh, over, gone } = EntryWrites::of(entries);
         let p = &self.p;
         let work = [(fresh, ""), (over, UPSERT)];
         for (rows, clause) in &work {
@@ -93,11 +60,7 @@ impl SqliteDriver {
                 let parent: String = r.try_get(0)?;
                 let id: String = r.try_get(2)?;
                 let leaf: Vec<u8> = r.try_get(3)?;
-                let digest = crate::codec::digest_from(&leaf, "entry leaf digest")?;
-                Ok((
-                    parent,
-                    EntryRow::Leaf { id, digest, seghash: crate::codec::from_ord(r.try_get(1)?) },
-                ))
+                entry_row(parent, crate::codec::from_ord(r.try_get(1)?), id, &leaf)
             })
             .collect()
     }
