@@ -1,7 +1,8 @@
 //! SQL backend for sync-engine: the L3 `ArchiveStore` and its `MerkleStore` on sqlx.
 //!
 //! Responsibility: the ground truth. Newer-wins upserts enforced by the database, the Merkle
-//! nodes updated in the same transaction as the items, keyset scans, exact prefix operations.
+//! leaf changes committed in the same transaction as the items (and folded into the node rows
+//! before any Merkle read), keyset scans, exact prefix operations.
 //!
 //! One typed sqlx driver per database (features `sqlite`, `mysql`, `postgres`,
 //! `all-databases`), chosen by [`SqlStore::connect`] from the URL's scheme. The logic that
@@ -38,8 +39,8 @@ mod sqlite;
 
 pub use error::DbError;
 pub use options::{
-    Dialect, SqlOptions, DEFAULT_NODE_CACHE_ROWS, DEFAULT_SPLIT_THRESHOLD, DEFAULT_TABLE_PREFIX,
-    MAX_TABLE_PREFIX_LEN, SQLITE_PRAGMAS,
+    Dialect, SqlOptions, DEFAULT_FOLD_CHANGES, DEFAULT_NODE_CACHE_ROWS, DEFAULT_SPLIT_THRESHOLD,
+    DEFAULT_TABLE_PREFIX, MAX_TABLE_PREFIX_LEN, SQLITE_PRAGMAS,
 };
 pub use store::{SqlStore, SCHEMA_VERSION};
 pub use verify::MerkleCheck;

@@ -11,11 +11,11 @@
 //! 6. commit. Any error rolls everything back: never an item without its leaf change.
 //!
 //! The fold, in one transaction under the same lock: read the whole change log, merge it in
-//! commit order, write the leaf entries (the `entries` table), read the touched node rows, write the new ones (phase A), split what grew
-//! (phase B), delete the folded log rows, bump the tree generation, commit. It runs after a
-//! process has logged `fold_changes` changes, and before every Merkle read, so a Merkle answer
-//! always describes every item committed before it was asked; many batches touching the same
-//! node rows cost one write of each.
+//! commit order, write the leaf entries (the `entries` table), read the touched node rows,
+//! write the new ones (phase A), split what grew (phase B), delete the folded log rows, bump the
+//! tree generation, commit. It runs after a process has logged `fold_changes` changes, and
+//! before every Merkle read, so a Merkle answer always describes every item committed before it
+//! was asked; many batches touching the same node rows cost one write of each.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
