@@ -38,23 +38,21 @@ pub(crate) type Fallible<T> = Result<T, Failure>;
 /// A unique violation while inserting ids the batch read as absent under the tree lock means
 /// another writer ignored the lock: a broken contract, never bad input.
 pub(crate) fn unique_is_contract(e: sqlx::Error) -> Failure {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Failure::Contract(format!(
-            "an id read as absent under the tree lock was inserted by someone else: {}",
-            db.message()
-        )),
-        _ => Failure::Sql(e),
-    }
+    unique_as_contract(e, "an id read as absent under the tree lock was inserted by someone else")
 }
 
 /// A unique violation while a fold inserts the entry of a leaf the tree did not hold means the
 /// entries table and the change log disagree: a broken contract, reported, nothing applied.
 pub(crate) fn entry_clash_is_contract(e: sqlx::Error) -> Failure {
+    unique_as_contract(e, "a leaf the Merkle tree did not hold is already in the entries table")
+}
+
+/// A unique violation as a `Contract` failure saying `what` it means; other errors as they are.
+fn unique_as_contract(e: sqlx::Error, what: &str) -> Failure {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Failure::Contract(format!(
-            "a leaf the Merkle tree did not hold is already in the entries table: {}",
-            db.message()
-        )),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Failure::Contract(format!("{what}: {}", db.message()))
+        }
         _ => Failure::Sql(e),
     }
 }
