@@ -28,6 +28,7 @@ use crate::batch::Candidates;
 use crate::codec::{prefix_successor, seg_hash, split_last, KeyRange};
 use crate::driver::{Driver, LeafEntry, StoredItem};
 use crate::error::{is_conflict, ErrCtx, Failure, Fallible};
+use crate::options::SqlOptions;
 use crate::tree::{self, NodeCache};
 
 /// Attempts of a `put_batch` transaction that keeps hitting deadlocks or lock timeouts.
@@ -58,6 +59,19 @@ pub(crate) struct Core<D: Driver> {
 }
 
 impl<D: Driver> Core<D> {
+    /// The store's settings around a connected driver.
+    pub(crate) fn new(driver: D, ctx: ErrCtx, options: &SqlOptions) -> Core<D> {
+        Core {
+            driver,
+            ctx,
+            threshold: options.split_threshold,
+            cache: Mutex::new(NodeCache::new(options.node_cache_rows)),
+            retry_budget: options.acquire_timeout,
+            fold_changes: options.fold_changes,
+            unfolded: AtomicUsize::new(0),
+        }
+    }
+
     fn err(&self, op: &'static str) -> impl Fn(Failure) -> Error + '_ {
         move |f| self.ctx.error(op, f)
     }

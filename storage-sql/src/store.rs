@@ -91,49 +91,21 @@ impl SqlStore {
             acquire_timeout_ms: u64::try_from(options.acquire_timeout.as_millis())
                 .unwrap_or(u64::MAX),
         };
-        let threshold = options.split_threshold;
-        let retry_budget = options.acquire_timeout;
-        let fold_changes = options.fold_changes;
-        let cache = || std::sync::Mutex::new(crate::tree::NodeCache::new(options.node_cache_rows));
         let inner = match dialect {
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => {
                 let driver = crate::sqlite::SqliteDriver::connect(url, &options, &ctx).await?;
-                Inner::Sqlite(Box::new(Core {
-                    driver,
-                    ctx,
-                    threshold,
-                    cache: cache(),
-                    retry_budget,
-                    fold_changes,
-                    unfolded: Default::default(),
-                }))
+                Inner::Sqlite(Box::new(Core::new(driver, ctx, &options)))
             }
             #[cfg(feature = "mysql")]
             Dialect::MySql => {
                 let driver = crate::mysql::MySqlDriver::connect(url, &options, &ctx).await?;
-                Inner::MySql(Box::new(Core {
-                    driver,
-                    ctx,
-                    threshold,
-                    cache: cache(),
-                    retry_budget,
-                    fold_changes,
-                    unfolded: Default::default(),
-                }))
+                Inner::MySql(Box::new(Core::new(driver, ctx, &options)))
             }
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
                 let driver = crate::postgres::PgDriver::connect(url, &options, &ctx).await?;
-                Inner::Postgres(Box::new(Core {
-                    driver,
-                    ctx,
-                    threshold,
-                    cache: cache(),
-                    retry_budget,
-                    fold_changes,
-                    unfolded: Default::default(),
-                }))
+                Inner::Postgres(Box::new(Core::new(driver, ctx, &options)))
             }
             #[allow(unreachable_patterns)]
             other => {
