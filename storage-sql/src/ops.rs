@@ -25,8 +25,8 @@ use sync_engine_core::store::{KeyScan, PutOutcome};
 use sync_engine_core::{Error, ObjectId, SyncItem};
 
 use crate::batch::Candidates;
-use crate::codec::{prefix_successor, seg_hash, split_last, KeyRange};
-use crate::driver::{Driver, LeafEntry, StoredItem};
+use crate::codec::{prefix_successor, KeyRange};
+use crate::driver::{Driver, StoredItem};
 use crate::error::{is_conflict, ErrCtx, Failure, Fallible};
 use crate::options::SqlOptions;
 use crate::tree::{self, NodeCache};
@@ -189,21 +189,6 @@ impl<D: Driver> Core<D> {
         let changes = tree::log::merge(&blobs)?;
         drop(blobs);
         let read = start.elapsed();
-        // The folded tree's leaf entries first: the splits below list them.
-        let mut entries: Vec<LeafEntry<'_>> = changes
-            .iter()
-            .filter(|c| c.old != c.new)
-            .map(|c| {
-                let (parent, segment) = split_last(&c.id);
-                let (id, leaf, fresh) = (c.id.as_str(), c.new, c.old.is_none());
-                LeafEntry { parent, seghash: seg_hash(segment), id, leaf, fresh }
-            })
-            .collect();
-        // In key order: the writes then walk the table's pages in order instead of at random.
-        entries
-            .sort_unstable_by(|a, b| (a.parent, a.seghash, a.id).cmp(&(b.parent, b.seghash, b.id)));
-        d.write_entries(&mut tx, &entries).await?;
-        let entries_written = start.elapsed();
         let touched = tree::apply(d, &mut tx, &changes, self.threshold, &self.cache, gen).await?;
         d.clear_log(&mut tx, upto).await?;
         d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
@@ -214,8 +199,7 @@ impl<D: Driver> Core<D> {
             log_rows = n_rows,
             changes = changes.len(),
             read_us = read.as_micros() as u64,
-            entries_us = (entries_written - read).as_micros() as u64,
-            tree_us = (written - entries_written).as_micros() as u64,
+            tree_us = (written - read).as_micros() as u64,
             commit_us = (start.elapsed() - written).as_micros() as u64,
             "fold phases"
         );
