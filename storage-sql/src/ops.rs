@@ -185,9 +185,8 @@ impl<D: Driver> Core<D> {
             return Ok(0);
         };
         let n_rows = rows.len();
-        let blobs: Vec<Vec<u8>> = rows.into_iter().map(|(_, b)| b).collect();
-        let changes = tree::log::merge(&blobs)?;
-        drop(blobs);
+        let changes = tree::log::merge(rows.iter().map(|(_, b)| b.as_slice()))?;
+        drop(rows);
         let read = start.elapsed();
         let touched = tree::apply(d, &mut tx, &changes, self.threshold, &self.cache, gen).await?;
         d.clear_log(&mut tx, upto).await?;

@@ -52,30 +52,30 @@ pub(crate) fn decode(bytes: &[u8]) -> Fallible<Vec<LeafChange>> {
     }
     let mut out = Vec::new();
     while let Some((&flags, tail)) = rest.split_first() {
+        let n = out.len();
         if flags > 3 {
-            return Err(corrupt(format!("change {} has flags {flags:#04x}", out.len())));
+            return Err(corrupt(format!("change {n} has flags {flags:#04x}")));
         }
-        let take = |rest: &mut &[u8], n: usize, what: &str| -> Fallible<Vec<u8>> {
-            if rest.len() < n {
-                return Err(corrupt(format!("change {} truncated in its {what}", out.len())));
-            }
-            let (head, tail) = rest.split_at(n);
-            *rest = tail;
-            Ok(head.to_vec())
-        };
         rest = tail;
-        let len = take(&mut rest, 2, "id length")?;
+        let mut take = |len: usize, what: &str| -> Fallible<&[u8]> {
+            let field = rest
+                .get(..len)
+                .ok_or_else(|| corrupt(format!("change {n} truncated in its {what}")))?;
+            rest = &rest[len..];
+            Ok(field)
+        };
+        let len = take(2, "id length")?;
         let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        let id = String::from_utf8(take(&mut rest, len, "id")?)
-            .map_err(|_| corrupt(format!("change {} has an id that is not UTF-8", out.len())))?;
+        let id = std::str::from_utf8(take(len, "id")?)
+            .map_err(|_| corrupt(format!("change {n} has an id that is not UTF-8")))?
+            .to_owned();
         let mut digest = |present: bool, what: &str| -> Fallible<Option<Digest>> {
             if !present {
                 return Ok(None);
             }
-            let d = take(&mut rest, 32, what)?;
-            let mut a = [0u8; 32];
-            a.copy_from_slice(&d);
-            Ok(Some(Digest(a)))
+            let mut d = [0u8; 32];
+            d.copy_from_slice(take(32, what)?);
+            Ok(Some(Digest(d)))
         };
         let old = digest(flags & 1 != 0, "old digest")?;
         let new = digest(flags & 2 != 0, "new digest")?;
@@ -87,7 +87,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Fallible<Vec<LeafChange>> {
 /// The net change of log rows read in commit order: each id from its first `old` to its last
 /// `new`. A row whose change of an id does not start where the previous one ended means the log
 /// and the items disagree: reported as corrupt, nothing applied.
-pub(crate) fn merge(rows: &[Vec<u8>]) -> Fallible<ChangeSet> {
+pub(crate) fn merge<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Fallible<ChangeSet> {
     let mut set = ChangeSet::new();
     for row in rows {
         for c in decode(row)? {
@@ -133,7 +133,7 @@ mod tests {
         fn round_trip(set in change_set()) {
             let rows = encode(&set);
             prop_assert!(rows.iter().all(|r| r.len() > 1));
-            prop_assert_eq!(real(&merge(&rows).unwrap()), real(&set));
+            prop_assert_eq!(real(&merge(rows.iter().map(Vec::as_slice)).unwrap()), real(&set));
         }
 
         /// Any damage of a row is either refused as corrupt or decodes to well-formed changes;
@@ -163,7 +163,8 @@ mod tests {
             for c in a.iter() {
                 second.push(&c.id, c.new, next).unwrap();
             }
-            let merged = merge(&[encode(&a), encode(&second)].concat()).unwrap();
+            let rows = [encode(&a), encode(&second)].concat();
+            let merged = merge(rows.iter().map(Vec::as_slice)).unwrap();
             for c in a.iter() {
                 let m = merged.iter().find(|m| m.id == c.id);
                 if c.old == next {
@@ -182,7 +183,8 @@ mod tests {
         a.push("x.y", None, Some(Digest([1; 32]))).unwrap();
         let mut b = ChangeSet::new();
         b.push("x.y", Some(Digest([2; 32])), None).unwrap();
-        let e = merge(&[encode(&a), encode(&b)].concat()).unwrap_err();
+        let rows = [encode(&a), encode(&b)].concat();
+        let e = merge(rows.iter().map(Vec::as_slice)).unwrap_err();
         assert!(matches!(e, Failure::Corrupt(ref m) if m.contains("x.y")), "{e:?}");
         let mut row = encode(&a).remove(0);
         row[0] = 9;
