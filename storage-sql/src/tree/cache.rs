@@ -5,8 +5,8 @@
 //! under the tree lock, the same generation in the database knows nobody else folded since, and
 //! may take node rows from the cache instead of reading them. Any other generation (another
 //! engine folded, a commit's outcome is unknown) empties the cache. After a commit the cache
-//! holds the rows the fold read and wrote, labelled with the new generation. So a cached row is always the row
-//! the database holds: the cache saves reads, never changes an answer.
+//! holds the rows the fold read and wrote, labelled with the new generation. So a cached row is
+//! always the row the database holds: the cache saves reads, never changes an answer.
 
 use std::collections::HashMap;
 
