@@ -45,8 +45,8 @@ pub struct Ingest {
 }
 
 /// Submit every item (write-behind), then `flush()`: L3 (or the WAL) and L2 hold everything;
-/// then fold L3's Merkle change log and L2's Merkle shadow so both tiers' trees are current. Fails if anything went to the
-/// WAL (an L3 failure would make the figure meaningless).
+/// then fold L3's Merkle change log and L2's Merkle shadow so both tiers' trees are current.
+/// Fails if anything went to the WAL (an L3 failure would make the figure meaningless).
 pub async fn write_behind(
     engine: &SyncEngine,
     tiers: &Tiers,
