@@ -253,45 +253,69 @@ impl ChangeSet {
     }
 
     /// The per-path-node deltas of the batch, sorted by path; no-op changes produce nothing.
+    ///
+    /// Memory: one small row per (changed id, ancestor path) — references into the set, not
+    /// copies — sorted once; a nested map per path node would allocate a map node for every
+    /// parent, which for ids spread over many parents costs ~1.4 KB per change.
     pub fn path_deltas(&self) -> Vec<PathDelta> {
-        // path -> (segment, is_path) -> change
-        let mut nodes: BTreeMap<&str, BTreeMap<(&str, bool), EntryChange>> = BTreeMap::new();
-        for c in self.changes.values() {
-            if c.old == c.new {
-                continue;
-            }
+        let changes: Vec<&LeafChange> = self.changes.values().filter(|c| c.old != c.new).collect();
+        // (path node, entry segment, entry is a child path, index of the leaf change)
+        let mut rows: Vec<(&str, &str, bool, u32)> = Vec::with_capacity(changes.len() * 3);
+        for (i, c) in changes.iter().enumerate() {
             let Ok((parent, seg)) = split_id(&c.id) else {
                 continue;
             };
-            let delta = Delta::leaf(c.old, c.new);
-            nodes.entry(parent).or_default().insert(
-                (seg, false),
-                EntryChange::Leaf { segment: seg.to_owned(), old: c.old, new: c.new },
-            );
+            let Ok(i) = u32::try_from(i) else {
+                break; // a change set is far below 4 billion ids
+            };
+            rows.push((parent, seg, false, i));
             let mut child = parent;
             while !child.is_empty() {
                 let (grand, seg) = match child.rfind('.') {
-                    Some(i) => (&child[..i], &child[i + 1..]),
+                    Some(at) => (&child[..at], &child[at + 1..]),
                     None => ("", child),
                 };
-                let entry =
-                    nodes.entry(grand).or_default().entry((seg, true)).or_insert_with(|| {
-                        EntryChange::Path { segment: seg.to_owned(), delta: Delta::ZERO }
-                    });
-                if let EntryChange::Path { delta: d, .. } = entry {
-                    *d = d.combine(delta);
-                }
+                rows.push((grand, seg, true, i));
                 child = grand;
             }
         }
-        nodes
-            .into_iter()
-            .filter_map(|(path, entries)| {
-                let entries: Vec<EntryChange> =
-                    entries.into_values().filter(|e| !e.delta().is_zero()).collect();
-                let total = entries.iter().fold(Delta::ZERO, |acc, e| acc.combine(e.delta()));
-                (!entries.is_empty()).then(|| PathDelta { path: path.to_owned(), total, entries })
-            })
-            .collect()
+        rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let deltas: Vec<Delta> = changes.iter().map(|c| Delta::leaf(c.old, c.new)).collect();
+        let mut out: Vec<PathDelta> = Vec::new();
+        let mut at = 0;
+        while at < rows.len() {
+            let path = rows[at].0;
+            let (mut entries, mut total) = (Vec::new(), Delta::ZERO);
+            while at < rows.len() && rows[at].0 == path {
+                let (_, segment, is_path, i) = rows[at];
+                let mut delta = deltas[i as usize];
+                at += 1;
+                if is_path {
+                    // A child path collects the deltas of every changed leaf below it.
+                    while at < rows.len()
+                        && (rows[at].0, rows[at].1, rows[at].2) == (path, segment, true)
+                    {
+                        delta = delta.combine(deltas[rows[at].3 as usize]);
+                        at += 1;
+                    }
+                }
+                if delta.is_zero() {
+                    continue;
+                }
+                total = total.combine(delta);
+                let segment = segment.to_owned();
+                entries.push(if is_path {
+                    EntryChange::Path { segment, delta }
+                } else {
+                    // Ids are unique in the set, so a leaf entry occurs once.
+                    let c = changes[i as usize];
+                    EntryChange::Leaf { segment, old: c.old, new: c.new }
+                });
+            }
+            if !entries.is_empty() {
+                out.push(PathDelta { path: path.to_owned(), total, entries });
+            }
+        }
+        out
     }
 }

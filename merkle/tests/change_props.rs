@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use common::{block_on, digest, digests, id};
 use proptest::prelude::*;
 use sync_engine_merkle::{
-    diff, nibble, segment_hash, ChangeSet, Digest, EntryChange, MemTree, NodeKey, NodeValue,
+    diff, nibble, segment_hash, ChangeSet, Delta, Digest, EntryChange, MemTree, NodeKey, NodeValue,
     ScratchTree,
 };
 
@@ -119,6 +119,48 @@ proptest! {
         let root = store.nodes.get(&NodeKey::root()).copied().unwrap_or_default();
         prop_assert_eq!(root, tree.root_value());
         prop_assert!(block_on(diff(&tree, &scratch, "")).unwrap().differences.is_empty());
+    }
+
+    /// `path_deltas` (one sorted row per id and ancestor) gives exactly what a plain nested map
+    /// per path node gives: same paths in order, same entries in (segment, leaf first) order,
+    /// same deltas, no zero entry, each total the sum of its entries.
+    #[test]
+    fn path_deltas_equal_a_nested_map_model(
+        batch in prop::collection::vec((id(), prop::option::of(0u64..3), prop::option::of(0u64..3)), 0..60),
+    ) {
+        let mut cs = ChangeSet::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (id, old, new) in batch {
+            if seen.insert(id.clone()) {
+                cs.push(&id, old.map(|v| digest(&id, v)), new.map(|v| digest(&id, v))).unwrap();
+            }
+        }
+        let mut model: BTreeMap<String, BTreeMap<(String, bool), Delta>> = BTreeMap::new();
+        for c in cs.iter().filter(|c| c.old != c.new) {
+            let d = Delta::leaf(c.old, c.new);
+            let mut segs: Vec<&str> = c.id.split('.').collect();
+            let mut is_path = false;
+            while let Some(seg) = segs.pop() {
+                let slot = model.entry(segs.join(".")).or_default().entry((seg.to_owned(), is_path)).or_default();
+                *slot = slot.combine(d);
+                is_path = true;
+            }
+        }
+        let want: Vec<(String, Vec<(String, bool, Delta)>)> = model
+            .into_iter()
+            .map(|(p, es)| (p, es.into_iter().filter(|(_, d)| !d.is_zero()).map(|((s, ip), d)| (s, ip, d)).collect::<Vec<_>>()))
+            .filter(|(_, es)| !es.is_empty())
+            .collect();
+        let got = cs.path_deltas();
+        let got_rows: Vec<(String, Vec<(String, bool, Delta)>)> = got
+            .iter()
+            .map(|pd| (pd.path.clone(), pd.entries.iter().map(|e| (e.segment().to_owned(), matches!(e, EntryChange::Path { .. }), e.delta())).collect()))
+            .collect();
+        prop_assert_eq!(got_rows, want);
+        for pd in &got {
+            let sum = pd.entries.iter().fold(Delta::ZERO, |acc, e| acc.combine(e.delta()));
+            prop_assert_eq!(pd.total, sum);
+        }
     }
 
     #[test]
