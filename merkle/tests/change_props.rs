@@ -61,6 +61,9 @@ impl RowStore {
     }
 }
 
+/// A path node and its changed entries as (segment, is a child path, delta).
+type PathRows = (String, Vec<(String, bool, Delta)>);
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -146,13 +149,13 @@ proptest! {
                 is_path = true;
             }
         }
-        let want: Vec<(String, Vec<(String, bool, Delta)>)> = model
+        let want: Vec<PathRows> = model
             .into_iter()
             .map(|(p, es)| (p, es.into_iter().filter(|(_, d)| !d.is_zero()).map(|((s, ip), d)| (s, ip, d)).collect::<Vec<_>>()))
             .filter(|(_, es)| !es.is_empty())
             .collect();
         let got = cs.path_deltas();
-        let got_rows: Vec<(String, Vec<(String, bool, Delta)>)> = got
+        let got_rows: Vec<PathRows> = got
             .iter()
             .map(|pd| (pd.path.clone(), pd.entries.iter().map(|e| (e.segment().to_owned(), matches!(e, EntryChange::Path { .. }), e.delta())).collect()))
             .collect();
