@@ -260,13 +260,10 @@ impl ChangeSet {
     pub fn path_deltas(&self) -> Vec<PathDelta> {
         let changes: Vec<&LeafChange> = self.changes.values().filter(|c| c.old != c.new).collect();
         // (path node, entry segment, entry is a child path, index of the leaf change)
-        let mut rows: Vec<(&str, &str, bool, u32)> = Vec::with_capacity(changes.len() * 3);
+        let mut rows: Vec<(&str, &str, bool, usize)> = Vec::with_capacity(changes.len() * 3);
         for (i, c) in changes.iter().enumerate() {
             let Ok((parent, seg)) = split_id(&c.id) else {
                 continue;
-            };
-            let Ok(i) = u32::try_from(i) else {
-                break; // a change set is far below 4 billion ids
             };
             rows.push((parent, seg, false, i));
             let mut child = parent;
@@ -288,14 +285,14 @@ impl ChangeSet {
             let (mut entries, mut total) = (Vec::new(), Delta::ZERO);
             while at < rows.len() && rows[at].0 == path {
                 let (_, segment, is_path, i) = rows[at];
-                let mut delta = deltas[i as usize];
+                let mut delta = deltas[i];
                 at += 1;
                 if is_path {
                     // A child path collects the deltas of every changed leaf below it.
                     while at < rows.len()
                         && (rows[at].0, rows[at].1, rows[at].2) == (path, segment, true)
                     {
-                        delta = delta.combine(deltas[rows[at].3 as usize]);
+                        delta = delta.combine(deltas[rows[at].3]);
                         at += 1;
                     }
                 }
@@ -308,7 +305,7 @@ impl ChangeSet {
                     EntryChange::Path { segment, delta }
                 } else {
                     // Ids are unique in the set, so a leaf entry occurs once.
-                    let c = changes[i as usize];
+                    let c = changes[i];
                     EntryChange::Leaf { segment, old: c.old, new: c.new }
                 });
             }
