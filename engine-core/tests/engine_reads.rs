@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{id, Rig};
 use sync_engine_core::engine::{BackpressureLevel, BreakerState};
-use sync_engine_core::store::{ArchiveStore, CacheExt, MerkleExt};
+use sync_engine_core::store::{ArchiveStore, CacheExt, CacheStore, MerkleExt};
 use sync_engine_core::{SyncEngine, SyncItem};
 use tokio::sync::watch;
 
@@ -87,6 +87,38 @@ async fn verify_reports_and_repair_fixes_only_a_prefix() {
         rig.l2.inner().root_hash().await.unwrap(),
         rig.l3.inner().root_hash().await.unwrap()
     );
+}
+
+/// A repair of more ids than several copy chunks at once (each an L3 read and two L2 writes,
+/// overlapping) still rewrites every differing id from L3, removes every id L3 lacks, and
+/// leaves the tiers equal.
+#[tokio::test]
+async fn a_repair_of_thousands_of_ids_rewrites_and_removes_every_one() {
+    let rig = Rig::new();
+    let engine = rig.start().await;
+    let n = 9000;
+    for i in 0..n {
+        engine.submit(&format!("r.{i}"), format!("v{i}")).await.unwrap();
+    }
+    engine.flush().await.unwrap();
+    let cache = rig.l2.inner();
+    let missing: Vec<_> = (0..n).step_by(3).map(|i| id(&format!("r.{i}"))).collect();
+    cache.remove_many(&missing).await.unwrap();
+    for i in (1..n).step_by(3) {
+        cache.tamper(SyncItem::new(id(&format!("r.{i}")), 1, "stale"));
+    }
+    for i in 0..2500 {
+        cache.tamper(SyncItem::new(id(&format!("rogue.{i}")), 1, "not in L3"));
+    }
+    let r = engine.repair("").await.unwrap();
+    assert_eq!((r.differing, r.repaired, r.removed, r.skipped_in_flight), (8500, 6000, 2500, 0));
+    assert!(engine.verify("").await.unwrap().in_sync);
+    assert_eq!(cache.root_hash().await.unwrap(), rig.l3.inner().root_hash().await.unwrap());
+    for i in 0..n {
+        let got = cache.get(&id(&format!("r.{i}"))).await.unwrap();
+        assert_eq!(got.unwrap().content().as_ref(), format!("v{i}").as_bytes(), "r.{i}");
+    }
+    assert!(cache.get(&id("rogue.7")).await.unwrap().is_none(), "ids L3 lacks are removed");
 }
 
 /// Payloads changed behind L2's back leave its shadow as it was: the Merkle verify cannot see

@@ -402,27 +402,3 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Drop every table of this store (tests and benchmarks sharing a database).
     fn drop_tables(&self) -> impl Future<Output = Fallible<()>> + Send;
 }
-
-/// Entry rows found for `questions` (each with its parent path) given to every question whose
-/// path and inclusive `seghash` range hold them, at the question's index.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-pub(crate) fn assign(
-    questions: &[(String, (u64, u64))],
-    rows: Vec<(String, EntryRow)>,
-) -> Vec<Vec<EntryRow>> {
-    let mut by_path: std::collections::HashMap<&str, Vec<usize>> = Default::default();
-    for (i, (path, _)) in questions.iter().enumerate() {
-        by_path.entry(path.as_str()).or_default().push(i);
-    }
-    let mut out: Vec<Vec<EntryRow>> = questions.iter().map(|_| Vec::new()).collect();
-    for (parent, row) in rows {
-        let h = row.seghash();
-        for &i in by_path.get(parent.as_str()).map(Vec::as_slice).unwrap_or_default() {
-            let (lo, hi) = questions[i].1;
-            if (lo..=hi).contains(&h) {
-                out[i].push(row.clone());
-            }
-        }
-    }
-    out
-}

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sync_engine_merkle::{diff, Children, ChildrenSource, DiffError, DiffKind, NodeKey, NodeValue};
 use tokio::time::Instant;
 
-use super::{Inner, SyncEngine};
+use super::{Inner, L2Store, SyncEngine};
 use crate::store::{CacheEntry, MerkleStore};
 use crate::{Error, ErrorKind, ObjectId, SyncItem};
 
@@ -158,6 +159,51 @@ fn mark_overtaken<'a>(
     }
 }
 
+/// Ids per chunk of the repair's copy (one L3 `get_many`, one L2 `remove_many` + `put_batch`).
+const COPY_CHUNK: usize = 1000;
+
+/// Chunks of the repair's copy in flight at once.
+const COPY_IN_FLIGHT: usize = 4;
+
+/// Rewrite `chunk` in L2 from L3 (ids L3 no longer holds are removed from L2); returns how
+/// many were written and how many removed.
+async fn copy_chunk(
+    inner: &Inner,
+    l2: &Arc<dyn L2Store>,
+    chunk: &[ObjectId],
+) -> crate::Result<(usize, usize)> {
+    // Registered as a read, so that writes committing meanwhile are recorded.
+    let _reading = inner.reads.batch(chunk);
+    let items = inner.l3.get_many(chunk).await?;
+    let mut entries = Vec::new();
+    let mut gone = 0;
+    for item in &items {
+        match item {
+            Some(item) => entries.push(CacheEntry::new(item.clone())),
+            None => gone += 1,
+        }
+    }
+    // Remove first: L2 may hold a tampered entry with a higher stamp.
+    let sent = inner.l2_stale.token();
+    l2.remove_many(chunk).await?;
+    l2.put_batch(&entries).await?;
+    inner.l2_stale.written_entries(sent, &entries);
+    mark_overtaken(inner, chunk.iter().zip(items.iter().map(Option::as_ref)));
+    Ok((entries.len(), gone))
+}
+
+/// Remove `chunk` (ids L3 does not hold) from L2; returns how many.
+async fn remove_chunk(
+    inner: &Inner,
+    l2: &Arc<dyn L2Store>,
+    chunk: &[ObjectId],
+) -> crate::Result<usize> {
+    let _reading = inner.reads.batch(chunk);
+    l2.remove_many(chunk).await?;
+    mark_overtaken(inner, chunk.iter().map(|id| (id, None)));
+    Ok(chunk.len())
+}
+
 /// Verify (and optionally repair) `prefix`; `deep` audits L2's entries first.
 #[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix, deep))]
 pub(crate) async fn run(
@@ -230,33 +276,23 @@ pub(crate) async fn run(
                     DiffKind::OnlyInB | DiffKind::Different => upsert.push(id),
                 }
             }
-            for chunk in upsert.chunks(1000) {
-                // Registered as a read, so that writes committing meanwhile are recorded.
-                let _reading = inner.reads.batch(chunk);
-                let items = inner.l3.get_many(chunk).await?;
-                let mut entries = Vec::new();
-                let mut gone = Vec::new();
-                for (id, item) in chunk.iter().zip(&items) {
-                    match item {
-                        Some(item) => entries.push(CacheEntry::new(item.clone())),
-                        None => gone.push(id.clone()),
-                    }
-                }
-                // Remove first: L2 may hold a tampered entry with a higher stamp.
-                let sent = inner.l2_stale.token();
-                l2.remove_many(chunk).await?;
-                l2.put_batch(&entries).await?;
-                inner.l2_stale.written_entries(sent, &entries);
-                mark_overtaken(inner, chunk.iter().zip(items.iter().map(Option::as_ref)));
-                report.repaired += entries.len();
-                report.removed += gone.len();
-            }
-            for chunk in remove.chunks(1000) {
-                let _reading = inner.reads.batch(chunk);
-                l2.remove_many(chunk).await?;
-                mark_overtaken(inner, chunk.iter().map(|id| (id, None)));
-                report.removed += chunk.len();
-            }
+            // Chunks are copied a few at a time: each is an L3 read and two L2 writes, and
+            // they touch disjoint ids, so their round trips may overlap.
+            let copies: Vec<_> =
+                upsert.chunks(COPY_CHUNK).map(|chunk| copy_chunk(inner, l2, chunk)).collect();
+            let copied = stream::iter(copies)
+                .buffer_unordered(COPY_IN_FLIGHT)
+                .try_fold((0, 0), |(r, g), (r1, g1)| async move { Ok((r + r1, g + g1)) })
+                .await?;
+            report.repaired += copied.0;
+            report.removed += copied.1;
+            let removals: Vec<_> =
+                remove.chunks(COPY_CHUNK).map(|chunk| remove_chunk(inner, l2, chunk)).collect();
+            let removed = stream::iter(removals)
+                .buffer_unordered(COPY_IN_FLIGHT)
+                .try_fold(0, |n, k| async move { Ok(n + k) })
+                .await?;
+            report.removed += removed;
         }
     }
     // Corrupt ids the diff did not list: without eviction, ids whose shadow leaf still matches
