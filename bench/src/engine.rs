@@ -91,10 +91,20 @@ impl Params {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(if opts.quick { n } else { n.max(1_000_000) }),
-            shapes: if opts.quick { vec![Shape::Deep] } else { vec![Shape::Deep, Shape::Flat] },
+            shapes: shapes(opts.quick),
             invalidation_trials: if opts.quick { 50 } else { 1000 },
             cluster_items: n.min(100_000),
         }
+    }
+}
+
+/// The id shapes measured: both, or only deep in a quick run; `SYNC_ENGINE_BENCH_ENGINE_SHAPES`
+/// (comma-separated `deep`, `flat`) narrows a run for profiling.
+fn shapes(quick: bool) -> Vec<Shape> {
+    let all = if quick { vec![Shape::Deep] } else { vec![Shape::Deep, Shape::Flat] };
+    match std::env::var("SYNC_ENGINE_BENCH_ENGINE_SHAPES") {
+        Ok(list) => all.into_iter().filter(|s| selected(Some(&list), s.name())).collect(),
+        Err(_) => all,
     }
 }
 
@@ -211,6 +221,9 @@ enum Phase {
     Repair,
     /// Peak RSS against the L1 budget (two child processes).
     Rss,
+    /// Submit latency while pacing at 80% of the given sustained rate (items/s), then the
+    /// durable 16-task writes, on fresh tiers.
+    Latency(f64),
 }
 
 async fn phase_only(
@@ -220,7 +233,10 @@ async fn phase_only(
     phase: Phase,
     mut figs: Vec<Figure>,
 ) -> Result<Vec<Figure>, String> {
-    for setup in Setup::ALL.into_iter().filter(|s| s.has_l2()) {
+    // Only the latency phase runs without L2 too.
+    let setups =
+        Setup::ALL.into_iter().filter(|s| s.has_l2() || matches!(phase, Phase::Latency(_)));
+    for setup in setups {
         if !selected(only, setup.name()) {
             continue;
         }
@@ -234,6 +250,7 @@ async fn phase_only(
             match phase {
                 Phase::Repair => flow::repair_only(env, p, &mut out).await,
                 Phase::Rss => rss::figures(env, p, &mut out).await,
+                Phase::Latency(rate) => flow::latency_only(env, p, &mut out, rate).await,
             }
             .map_err(|e| format!("{}.{}: {e}", setup.name(), shape.name()))?;
             mine.extend(out.figs);
@@ -263,6 +280,18 @@ async fn run_all(env: &Env, p: &Params) -> Result<Vec<Figure>, String> {
     // `SYNC_ENGINE_BENCH_ENGINE_RSS_ONLY=1` runs only the peak-RSS children (phase 6).
     if std::env::var("SYNC_ENGINE_BENCH_ENGINE_RSS_ONLY").is_ok_and(|v| v == "1") {
         return phase_only(env, p, only.as_deref(), Phase::Rss, figs).await;
+    }
+    // `SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY=<items/s>` runs only phase 6 (submit latency at 80%
+    // of that sustained rate, durable submits), per selected setup and shape; for finding what
+    // a full run's submit tail depends on without its ingests.
+    if let Ok(v) = std::env::var("SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY") {
+        let rate: f64 = v.parse().map_err(|_| {
+            format!("SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY={v:?}: expected a rate in items/s")
+        })?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY={v:?}: must be above 0"));
+        }
+        return phase_only(env, p, only.as_deref(), Phase::Latency(rate), figs).await;
     }
     if selected(only.as_deref(), "redis_mariadb") {
         match setup::unreachable(env, Setup::RedisMariadb).await {
