@@ -34,15 +34,14 @@ fn union(n: usize, cols: &str, table: &str) -> String {
         .join(" UNION ALL ")
 }
 
-/// The question index a row is tagged with, checked against the `asked` real questions of its
-/// statement; None for a padding question's row.
-fn question(r: &sqlx::mysql::MySqlRow, asked: usize) -> Fallible<Option<usize>> {
+/// The question index a row is tagged with, checked against the `asked` questions of its
+/// statement (padding questions ask for an empty range, so no row names one).
+fn question(r: &sqlx::mysql::MySqlRow, asked: usize) -> Fallible<usize> {
     let i: i64 = r.try_get(0)?;
-    match usize::try_from(i) {
-        Ok(i) if i < asked => Ok(Some(i)),
-        Ok(i) if i < padded(asked) => Ok(None),
-        _ => Err(Failure::Contract(format!("entry row of question {i} of {asked}"))),
-    }
+    usize::try_from(i)
+        .ok()
+        .filter(|&i| i < asked)
+        .ok_or_else(|| Failure::Contract(format!("entry row of question {i} of {asked}")))
 }
 
 impl MySqlDriver {
@@ -59,15 +58,17 @@ impl MySqlDriver {
             let bind = |sql: String| {
                 let mut query = dq(sql);
                 for i in 0..n {
-                    if let Some((path, (lo, hi))) = chunk.get(i).or(chunk.first()) {
-                        query = query.bind(path.as_str()).bind(*lo).bind(*hi);
-                    }
+                    query = match chunk.get(i) {
+                        Some((path, (lo, hi))) => query.bind(path.as_str()).bind(*lo).bind(*hi),
+                        // Padding up to the statement's size: an empty range reads nothing.
+                        None => query.bind("").bind(1u64).bind(0u64),
+                    };
                 }
                 query
             };
             let sql = union(n, "id, leaf, seghash", &format!("{}entries", self.p));
             for r in bind(sql).fetch_all(&mut *c).await? {
-                let Some(i) = question(&r, chunk.len())? else { continue };
+                let i = question(&r, chunk.len())?;
                 let id = text(&r, 1)?;
                 let digest = leaf_of(r.try_get(2)?)?.ok_or_else(|| {
                     Failure::Corrupt(format!("live item {id:?} has no stored leaf digest"))
@@ -76,7 +77,7 @@ impl MySqlDriver {
             }
             let sql = union(n, "path, acc, leaves, seghash", &format!("{}paths", self.p));
             for r in bind(sql).fetch_all(&mut *c).await? {
-                let Some(i) = question(&r, chunk.len())? else { continue };
+                let i = question(&r, chunk.len())?;
                 let child = text(&r, 1)?;
                 let acc: Vec<u8> = r.try_get(2)?;
                 let value = value_from(&acc, r.try_get(3)?, &format!("path {child:?}"))?;
