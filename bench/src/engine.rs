@@ -250,7 +250,7 @@ async fn phase_only(
             match phase {
                 Phase::Repair => flow::repair_only(env, p, &mut out).await,
                 Phase::Rss => rss::figures(env, p, &mut out).await,
-                Phase::Latency(rate) => flow::latency_only(env, p, &mut out, rate).await,
+                Phase::Latency(rate) => flow::writes_under_load(env, p, &mut out, rate).await,
             }
             .map_err(|e| format!("{}.{}: {e}", setup.name(), shape.name()))?;
             mine.extend(out.figs);

@@ -402,3 +402,12 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Drop every table of this store (tests and benchmarks sharing a database).
     fn drop_tables(&self) -> impl Future<Output = Fallible<()>> + Send;
 }
+
+/// The index of the question an entry row answers, from the 0-based tag a batched listing
+/// query gave it; a tag outside the `len` questions asked is a Contract error.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub(crate) fn question_index(tag: i64, len: usize) -> Fallible<usize> {
+    usize::try_from(tag).ok().filter(|&i| i < len).ok_or_else(|| {
+        crate::error::Failure::Contract(format!("entry row tagged {tag} for {len} questions"))
+    })
+}

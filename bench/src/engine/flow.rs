@@ -356,19 +356,10 @@ pub async fn repair_only(env: &Env, p: &Params, out: &mut Out) -> Result<(), Str
     result
 }
 
-/// Only phase 6 (`SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY=<sustained items/s>`).
-pub async fn latency_only(
-    env: &Env,
-    p: &Params,
-    out: &mut Out,
-    sustained: f64,
-) -> Result<(), String> {
-    writes_under_load(env, p, out, sustained).await
-}
-
 /// Submit latency at 80% of the sustained ingest rate, then durable submits from 16 tasks
-/// against single-row INSERTs from 16 tasks, on fresh tiers.
-async fn writes_under_load(
+/// against single-row INSERTs from 16 tasks, on fresh tiers (phase 6; alone with
+/// `SYNC_ENGINE_BENCH_ENGINE_LATENCY_ONLY=<sustained items/s>`).
+pub async fn writes_under_load(
     env: &Env,
     p: &Params,
     out: &mut Out,

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 use super::rows::{leaf_of, text};
 use super::{dq, q, MySqlDriver};
 use crate::codec::value_from;
-use crate::driver::{entry_row, entry_size, EntryRow, EntryWrites, LeafEntry};
+use crate::driver::{entry_row, entry_size, question_index, EntryRow, EntryWrites, LeafEntry};
 use crate::error::{entry_clash_is_contract, Failure, Fallible};
 use crate::sqlgen::{chunks, padded, tuples};
 
@@ -37,11 +37,7 @@ fn union(n: usize, cols: &str, table: &str) -> String {
 /// The question index a row is tagged with, checked against the `asked` questions of its
 /// statement (padding questions ask for an empty range, so no row names one).
 fn question(r: &sqlx::mysql::MySqlRow, asked: usize) -> Fallible<usize> {
-    let i: i64 = r.try_get(0)?;
-    usize::try_from(i)
-        .ok()
-        .filter(|&i| i < asked)
-        .ok_or_else(|| Failure::Contract(format!("entry row of question {i} of {asked}")))
+    question_index(r.try_get(0)?, asked)
 }
 
 impl MySqlDriver {

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::rows::leaf_of;
 use super::{q, PgDriver};
 use crate::codec::{from_ord, to_ord, value_from};
-use crate::driver::{entry_row, EntryRow, EntryWrites, LeafEntry};
+use crate::driver::{entry_row, question_index, EntryRow, EntryWrites, LeafEntry};
 use crate::error::{entry_clash_is_contract, Failure, Fallible};
 
 /// The two statements (prefix applied): live leaves, then child paths. Each question is a
@@ -33,11 +33,8 @@ pub(super) fn statements(p: &str) -> [String; 2] {
 }
 
 /// The question index of a row's 1-based ordinality.
-fn index(i: i64, len: usize) -> Fallible<usize> {
-    usize::try_from(i - 1)
-        .ok()
-        .filter(|&i| i < len)
-        .ok_or_else(|| Failure::Contract(format!("entry row of question {i} of {len}")))
+fn index(ordinality: i64, len: usize) -> Fallible<usize> {
+    question_index(ordinality.saturating_sub(1), len)
 }
 
 impl PgDriver {
