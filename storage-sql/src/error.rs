@@ -20,6 +20,11 @@ pub(crate) enum Failure {
     /// The database answered something that breaks the store's own invariants (the Merkle
     /// tree and the items disagree, a newer-wins upsert touched an unexpected number of rows).
     Contract(String),
+    /// An id written as new (plain `INSERT`) already had a row. Under the tree lock, after a
+    /// stamp read that found none, this breaks the contract and is reported as `Contract`;
+    /// after a batch was written without a stamp read (every id assumed new), it only means the
+    /// assumption was wrong and the batch is written again the long way.
+    Occupied(String),
     /// Input the database cannot hold (reported before anything is written).
     Invalid(String),
     /// The database holds something this build cannot work with (a newer schema).
@@ -35,10 +40,16 @@ impl From<sqlx::Error> for Failure {
 /// Shorthand for driver results.
 pub(crate) type Fallible<T> = Result<T, Failure>;
 
-/// A unique violation while inserting ids the batch read as absent under the tree lock means
-/// another writer ignored the lock: a broken contract, never bad input.
+/// A unique violation while inserting ids as new: [`Failure::Occupied`] (a broken contract when
+/// a stamp read under the tree lock found them absent, never bad input).
 pub(crate) fn unique_is_contract(e: sqlx::Error) -> Failure {
-    unique_as_contract(e, "an id read as absent under the tree lock was inserted by someone else")
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Failure::Occupied(format!(
+            "an id read as absent under the tree lock was inserted by someone else: {}",
+            db.message()
+        )),
+        _ => Failure::Sql(e),
+    }
 }
 
 /// A unique violation while a fold inserts the entry of a leaf the tree did not hold means the
@@ -247,7 +258,7 @@ impl ErrCtx {
         let err = match f {
             Failure::Sql(e) => self.sql_error(e),
             Failure::Corrupt(m) => Error::new(ErrorKind::Corrupt, m),
-            Failure::Contract(m) => Error::new(ErrorKind::Contract, m),
+            Failure::Contract(m) | Failure::Occupied(m) => Error::new(ErrorKind::Contract, m),
             Failure::Invalid(m) => Error::invalid(m),
             Failure::Unsupported(m) => Error::new(ErrorKind::Unsupported, m),
         };

@@ -3,7 +3,11 @@
 //!
 //! The `put_batch` protocol, in one transaction:
 //! 1. begin and take the tree lock (serializes writers on the tree);
-//! 2. read the stored stamps and leaf digests of the batch's ids;
+//! 2. read the stored stamps and leaf digests of the batch's ids — skipped while this process's
+//!    last read found none of its batch's ids (an ingest of new ids): the batch is then
+//!    decided as if nothing were stored and written with plain `INSERT`s, and if one of its ids
+//!    does have a row (a unique violation), the transaction is rolled back and the batch is
+//!    written again with the read;
 //! 3. decide the winners (newer wins) and the Merkle change set;
 //! 4. upsert the winners with the newer-wins comparison in the SQL itself, checking the database
 //!    applied exactly them;
@@ -17,7 +21,7 @@
 //! before every Merkle read, so a Merkle answer always describes every item committed before it
 //! was asked; many batches touching the same node rows cost one write of each.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,9 @@ pub(crate) struct Core<D: Driver> {
     pub fold_changes: usize,
     /// Leaf changes this process logged since its last fold.
     pub unfolded: AtomicUsize,
+    /// The last stamp read of a batch found none of its ids: the next batch is first tried
+    /// without one (every id assumed new).
+    pub assume_new: AtomicBool,
 }
 
 impl<D: Driver> Core<D> {
@@ -69,6 +76,7 @@ impl<D: Driver> Core<D> {
             retry_budget: options.acquire_timeout,
             fold_changes: options.fold_changes,
             unfolded: AtomicUsize::new(0),
+            assume_new: AtomicBool::new(true),
         }
     }
 
@@ -125,20 +133,51 @@ impl<D: Driver> Core<D> {
         Ok(outcome)
     }
 
-    /// One attempt: the outcome and the number of leaf changes logged.
+    /// One attempt: the outcome and the number of leaf changes logged. Tried first without a
+    /// stamp read while [`Core::assume_new`] holds; a batch that turns out to hold a stored id
+    /// is rolled back and written again with the read in the same attempt.
     async fn try_put(&self, candidates: &Candidates<'_>) -> Fallible<(PutOutcome, usize)> {
+        if self.assume_new.load(Ordering::Relaxed) {
+            match self.try_put_reading(candidates, false).await {
+                Err(Failure::Occupied(_)) => {
+                    tracing::debug!(backend = D::NAME, "batch holds stored ids; reading stamps");
+                    self.assume_new.store(false, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        self.try_put_reading(candidates, true).await
+    }
+
+    /// One transaction of `put_batch`: with `read`, decided against the stored stamps; without,
+    /// as if none of the ids had a row (a row found by the inserts is [`Failure::Occupied`],
+    /// after the transaction was rolled back).
+    async fn try_put_reading(
+        &self,
+        candidates: &Candidates<'_>,
+        read: bool,
+    ) -> Fallible<(PutOutcome, usize)> {
         let d = &self.driver;
         let start = Instant::now();
         let (mut tx, _) = d.begin_write().await?;
         let locked = start.elapsed();
-        let stored = d.read_stamps(&mut tx, &candidates.ids()).await?;
+        let stored = if read { d.read_stamps(&mut tx, &candidates.ids()).await? } else { vec![] };
+        if read {
+            self.assume_new.store(stored.is_empty(), Ordering::Relaxed);
+        }
         let decision = candidates.decide(stored)?;
         let decided = start.elapsed();
         if decision.rows.is_empty() {
             tx.rollback().await?;
             return Ok((decision.outcome, 0));
         }
-        d.write_items(&mut tx, &decision.rows).await?;
+        match d.write_items(&mut tx, &decision.rows).await {
+            Err(Failure::Occupied(m)) if !read => {
+                tx.rollback().await?;
+                return Err(Failure::Occupied(m));
+            }
+            written => written?,
+        }
         let items_written = start.elapsed();
         let log = tree::log::encode(&decision.changes);
         d.append_log(&mut tx, &log).await?;
@@ -147,6 +186,7 @@ impl<D: Driver> Core<D> {
         tracing::debug!(
             target: "sync_engine_sql::timing",
             rows = decision.rows.len(),
+            read,
             lock_us = locked.as_micros() as u64,
             decide_us = (decided - locked).as_micros() as u64,
             items_us = (items_written - decided).as_micros() as u64,

@@ -86,6 +86,12 @@ async fn interleaved_writers_invalidate_each_others_node_cache() {
 }
 
 #[tokio::test]
+async fn batches_of_new_ids_and_of_stored_ids_alternate() {
+    let (store, _dir) = sqlite_store(4).await;
+    fresh::new_ids_then_stored_ids(&store).await;
+}
+
+#[tokio::test]
 async fn purge_removes_only_old_tombstones() {
     let (store, _dir) = sqlite_store(256).await;
     purge(&store).await;

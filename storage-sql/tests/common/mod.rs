@@ -2,6 +2,7 @@
 //! the suites every database runs (conformance, round trips, Merkle properties, concurrency).
 #![allow(dead_code)]
 
+pub mod fresh;
 mod server_suite;
 
 use std::collections::BTreeMap;

@@ -64,6 +64,13 @@ macro_rules! server_suite {
         }
 
         #[tokio::test]
+        async fn batches_of_new_ids_and_of_stored_ids_alternate() {
+            $crate::with_store!(VAR, concat!($tag, "_fresh"), 4, |s| {
+                fresh::new_ids_then_stored_ids(&s).await
+            });
+        }
+
+        #[tokio::test]
         async fn purge_removes_only_old_tombstones() {
             $crate::with_store!(VAR, concat!($tag, "_purge"), 256, |s| purge(&s).await);
         }
