@@ -157,12 +157,28 @@ async fn run_splits<D: Driver>(
         written.iter().map(|r| (r.path.clone(), r.clone())).collect();
     let mut changed: Vec<String> = Vec::new();
     let mut rows: Vec<BucketRow> = Vec::new();
-    for target in targets {
+    // Every target's entries in one listing (one query per table per statement's worth of
+    // questions on a server): nothing below writes before the loop ends.
+    let questions: Vec<(String, (u64, u64))> = targets
+        .iter()
+        .map(|t| match t {
+            SplitTarget::Path(r) => (r.path.clone(), bucket_range(&[])),
+            SplitTarget::Bucket(b) => (b.path.clone(), bucket_range(&b.bucket)),
+        })
+        .collect();
+    let answers = d.read_entries_many(c, &questions).await?;
+    if answers.len() != targets.len() {
+        return Err(Failure::Contract(format!(
+            "{} entry listings answered for {} split targets",
+            answers.len(),
+            targets.len()
+        )));
+    }
+    for (target, entries) in targets.into_iter().zip(answers) {
         let (path, bucket, value) = match &target {
             SplitTarget::Path(r) => (r.path.clone(), Vec::new(), r.value),
             SplitTarget::Bucket(b) => (b.path.clone(), b.bucket.clone(), b.value),
         };
-        let entries = d.read_entries(c, &path, bucket_range(&bucket)).await?;
         let s = split_node(&path, &bucket, &entries, value, threshold)?;
         let row = paths.get_mut(&path).ok_or_else(|| {
             Failure::Contract(format!("split of {path:?} without its path row in the batch"))
