@@ -42,7 +42,7 @@ pub(crate) type Fallible<T> = Result<T, Failure>;
 
 /// A unique violation while inserting ids as new: [`Failure::Occupied`] (a broken contract when
 /// a stamp read under the tree lock found them absent, never bad input).
-pub(crate) fn unique_is_contract(e: sqlx::Error) -> Failure {
+pub(crate) fn unique_is_occupied(e: sqlx::Error) -> Failure {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => Failure::Occupied(format!(
             "an id read as absent under the tree lock was inserted by someone else: {}",

@@ -6,7 +6,7 @@ use sqlx::MySqlConnection;
 use super::{content, dq, MySqlDriver, MAX_PARAMS, NEWER};
 use crate::codec::bucket_text;
 use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
-use crate::error::{unique_is_contract, Failure, Fallible};
+use crate::error::{unique_is_occupied, Failure, Fallible};
 use crate::sqlgen::{chunks, list, tuples};
 
 impl MySqlDriver {
@@ -71,7 +71,7 @@ impl MySqlDriver {
             // With CLIENT_FOUND_ROWS (set by sqlx) an inserted row counts 1 and an updated row
             // 2; a row the newer-wins comparison left alone counts 1.
             let want: u64 = chunk.iter().map(|r| if r.existed { 2 } else { 1 }).sum();
-            let done = query.execute(&mut *c).await.map_err(unique_is_contract)?.rows_affected();
+            let done = query.execute(&mut *c).await.map_err(unique_is_occupied)?.rows_affected();
             if done != want {
                 return Err(Failure::Contract(format!(
                     "newer-wins upsert affected {done} rows, expected {want} for {} winning rows",

@@ -9,7 +9,7 @@ use super::rows::item_size;
 use super::{q, PgDriver, MAX_STATEMENT_BYTES};
 use crate::codec::{bucket_text, to_ord};
 use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
-use crate::error::{unique_is_contract, Failure, Fallible};
+use crate::error::{unique_is_occupied, Failure, Fallible};
 use crate::sqlgen::chunks;
 
 impl PgDriver {
@@ -47,7 +47,7 @@ impl PgDriver {
                 .bind(leaves)
                 .execute(&mut *c)
                 .await
-                .map_err(unique_is_contract)?
+                .map_err(unique_is_occupied)?
                 .rows_affected();
             if done != chunk.len() as u64 {
                 return Err(Failure::Contract(format!(

@@ -6,7 +6,7 @@ use super::rows::item_size;
 use super::{dq, SqliteDriver, MAX_STATEMENT_BYTES};
 use crate::codec::to_ord;
 use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
-use crate::error::{unique_is_contract, Failure, Fallible};
+use crate::error::{unique_is_occupied, Failure, Fallible};
 use crate::sqlgen::{chunks, list, tuples};
 
 impl SqliteDriver {
@@ -56,7 +56,7 @@ impl SqliteDriver {
                     .bind(r.state)
                     .bind(r.leaf.as_ref().map(|d| &d.0[..]));
             }
-            let done = query.execute(&mut *c).await.map_err(unique_is_contract)?.rows_affected();
+            let done = query.execute(&mut *c).await.map_err(unique_is_occupied)?.rows_affected();
             if done != chunk.len() as u64 {
                 return Err(Failure::Contract(format!(
                     "newer-wins upsert applied {done} of {} winning rows",
