@@ -16,12 +16,26 @@ use std::time::{Duration, Instant};
 /// How long a server may take to accept connections after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A free TCP port on 127.0.0.1 (bound and released; a race with another process taking it
-/// is possible but shows as a clear start failure).
+/// Ports [`free_port`] draws from: below Linux's ephemeral range, so outgoing connections do
+/// not take them.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1: drawn at random from [`PORTS`] and checked bindable.
+///
+/// Chaos tests run in parallel processes. The kernel's `bind(0)` hands a just-released port to
+/// the next caller often enough that two of them started servers on the same port, and the
+/// loser, whose server could not bind, took the winner's (already answering) server for its
+/// own. Random draws from 12,000 ports make that unlikely, not impossible.
 pub fn free_port() -> Result<u16, String> {
-    let l =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot read the bound port: {e}"))
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port in {PORTS:?} after 200 draws"))
 }
 
 fn reachable(port: u16) -> bool {
