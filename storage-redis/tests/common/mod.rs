@@ -156,11 +156,16 @@ pub struct OwnRedis {
     child: Option<Child>,
 }
 
+/// A random bindable port below Linux's ephemeral range: `bind(0)` hands a just-released port
+/// to the next test process often enough for two private servers to collide (see the chaos
+/// crate's `free_port`).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..200)
+        .map(|_| rng.random_range(20_000..32_000))
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port in 20000..32000")
 }
 
 impl OwnRedis {
