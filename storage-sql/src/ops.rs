@@ -161,10 +161,13 @@ impl<D: Driver> Core<D> {
         let start = Instant::now();
         let (mut tx, _) = d.begin_write().await?;
         let locked = start.elapsed();
-        let stored = if read { d.read_stamps(&mut tx, &candidates.ids()).await? } else { vec![] };
-        if read {
+        let stored = if read {
+            let stored = d.read_stamps(&mut tx, &candidates.ids()).await?;
             self.assume_new.store(stored.is_empty(), Ordering::Relaxed);
-        }
+            stored
+        } else {
+            vec![]
+        };
         let decision = candidates.decide(stored)?;
         let decided = start.elapsed();
         if decision.rows.is_empty() {

@@ -166,14 +166,7 @@ async fn run_splits<D: Driver>(
             SplitTarget::Bucket(b) => (b.path.clone(), bucket_range(&b.bucket)),
         })
         .collect();
-    let answers = d.read_entries_many(c, &questions).await?;
-    if answers.len() != targets.len() {
-        return Err(Failure::Contract(format!(
-            "{} entry listings answered for {} split targets",
-            answers.len(),
-            targets.len()
-        )));
-    }
+    let answers = read::listings(d, c, &questions).await?;
     for (target, entries) in targets.into_iter().zip(answers) {
         let (path, bucket, value) = match &target {
             SplitTarget::Path(r) => (r.path.clone(), Vec::new(), r.value),

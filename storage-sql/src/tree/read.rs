@@ -234,17 +234,28 @@ pub(crate) async fn children_many<D: Driver>(d: &D, keys: &[NodeKey]) -> Fallibl
     if !flat.is_empty() {
         let questions: Vec<(String, (u64, u64))> =
             flat.iter().map(|&i| (keys[i].path.clone(), bucket_range(&keys[i].bucket))).collect();
-        let answers = d.read_entries_many(&mut c, &questions).await?;
-        if answers.len() != questions.len() {
-            return Err(crate::error::Failure::Contract(format!(
-                "{} entry lists for {} questions",
-                answers.len(),
-                questions.len()
-            )));
-        }
+        let answers = listings(d, &mut c, &questions).await?;
         for (i, rows) in flat.into_iter().zip(answers) {
             out[i] = Children::Entries(entries_from(&keys[i].path, &keys[i].bucket, rows)?);
         }
     }
     Ok(out)
+}
+
+/// The entries of each `(path, seghash range)` question, at its index (one listing, as
+/// [`Driver::read_entries_many`] answers it); an answer of another length is `Contract`.
+pub(super) async fn listings<D: Driver>(
+    d: &D,
+    c: &mut Conn<D>,
+    questions: &[(String, (u64, u64))],
+) -> Fallible<Vec<Vec<EntryRow>>> {
+    let answers = d.read_entries_many(c, questions).await?;
+    if answers.len() != questions.len() {
+        return Err(crate::error::Failure::Contract(format!(
+            "{} entry lists for {} questions",
+            answers.len(),
+            questions.len()
+        )));
+    }
+    Ok(answers)
 }
