@@ -64,20 +64,24 @@ pub(crate) async fn apply<D: Driver>(
     cache: &Mutex<NodeCache>,
     gen: u64,
 ) -> Fallible<Touched> {
+    let begun = std::time::Instant::now();
     let plan = TreePlan::new(changes);
     if plan.is_empty() {
         return Ok(Touched::default());
     }
     let start = std::time::Instant::now();
     // The leaf entries first: the splits below list them.
-    d.write_entries(c, &leaf_entries(changes)).await?;
+    let leaves = leaf_entries(changes);
+    let sorted = start.elapsed();
+    d.write_entries(c, &leaves).await?;
+    drop(leaves);
     let entries_written = start.elapsed();
     let wanted: Vec<&str> = plan.paths();
     let (cached, missing) = from_cache(cache, gen, &wanted, |c, p| c.path(p).cloned());
     let read_paths =
         if missing.is_empty() { Vec::new() } else { d.read_paths(c, &missing).await? };
-    let paths: HashMap<String, PathRow> =
-        cached.into_iter().chain(read_paths.iter().cloned()).map(|r| (r.path.clone(), r)).collect();
+    let paths: HashMap<&str, &PathRow> =
+        cached.iter().chain(&read_paths).map(|r| (r.path.as_str(), r)).collect();
     let keys: Vec<BucketKey> = plan.bucket_keys(&paths);
     let (mut buckets, missing) = from_cache(cache, gen, &keys, |c, (p, b)| c.bucket(p, b).cloned());
     let read_buckets =
@@ -96,7 +100,9 @@ pub(crate) async fn apply<D: Driver>(
         paths_written = writes.path_upserts.len(),
         buckets_written = writes.bucket_upserts.len(),
         splits = writes.splits.len(),
-        entries_us = entries_written.as_micros() as u64,
+        deltas_us = (start - begun).as_micros() as u64,
+        leaves_us = sorted.as_micros() as u64,
+        entries_us = (entries_written - sorted).as_micros() as u64,
         read_us = (read - entries_written).as_micros() as u64,
         plan_us = (planned - read).as_micros() as u64,
         paths_us = (paths_written - planned).as_micros() as u64,

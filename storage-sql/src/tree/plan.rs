@@ -9,11 +9,11 @@
 //! missing row, a count that would go negative, or an empty node with a non-zero accumulator
 //! means the tree and the items disagree: the batch is refused with `Contract`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use sync_engine_core::merkle::{join, ChangeSet, Delta, EntryChange, NodeValue, PathDelta};
+use sync_engine_core::merkle::{ChangeSet, Delta, EntryChange, NodeValue, PathDelta};
 
-use crate::codec::{nibbles_of, seg_hash, split_last, MAX_STORED_DEPTH};
+use crate::codec::{bucket_range, nibbles_of, seg_hash, split_last, MAX_STORED_DEPTH};
 use crate::driver::{BucketKey, BucketRow, PathRow};
 use crate::error::{Failure, Fallible};
 
@@ -45,11 +45,32 @@ pub(crate) struct TreeWrites {
 #[derive(Debug)]
 pub(crate) struct TreePlan {
     deltas: Vec<PathDelta>,
+    /// `seg_hash` of every entry's segment, parallel to `deltas[i].entries` (computed once: it
+    /// is a SHA-256, and phase A needs it for the bucket keys and again for the chain walk).
+    hashes: Vec<Vec<u64>>,
 }
 
 struct WorkBucket {
     row: BucketRow,
     existed: bool,
+}
+
+/// A bucket of the `i`-th path delta, without allocating its key: (delta index, number of
+/// nibbles, the segment-hash bits those nibbles fix, the rest zero).
+type Slot = (usize, usize, u64);
+
+/// The slot of the bucket of `depth` nibbles holding segment hash `h`.
+fn slot(i: usize, depth: usize, h: u64) -> Slot {
+    let kept = 4 * depth.min(MAX_STORED_DEPTH);
+    let mask = if kept >= 64 { u64::MAX } else { !(u64::MAX >> kept) };
+    (i, depth, h & mask)
+}
+
+/// The slot of a stored bucket row under path delta `i` (its nibbles, at most 16, read back
+/// into the high bits).
+fn slot_of_row(i: usize, bucket: &[u8]) -> Slot {
+    let (lo, _) = bucket_range(bucket);
+    (i, bucket.len(), lo)
 }
 
 fn contract(msg: String) -> Failure {
@@ -85,7 +106,12 @@ fn presence_change(before: bool, after: bool) -> i64 {
 impl TreePlan {
     /// The plan of a change set.
     pub(crate) fn new(changes: &ChangeSet) -> TreePlan {
-        TreePlan { deltas: changes.path_deltas() }
+        let deltas = changes.path_deltas();
+        let hashes = deltas
+            .iter()
+            .map(|d| d.entries.iter().map(|e| seg_hash(e.segment())).collect())
+            .collect();
+        TreePlan { deltas, hashes }
     }
 
     /// True when the batch changes no node.
@@ -100,25 +126,27 @@ impl TreePlan {
 
     /// The bucket rows phase A reads: for each split path, every prefix (up to the path's
     /// recorded depth) of every changed entry's segment hash.
-    pub(crate) fn bucket_keys(&self, paths: &HashMap<String, PathRow>) -> Vec<BucketKey> {
-        let mut keys: BTreeMap<BucketKey, ()> = BTreeMap::new();
-        for d in &self.deltas {
-            let Some(row) = paths.get(&d.path).filter(|r| r.split) else { continue };
+    pub(crate) fn bucket_keys(&self, paths: &HashMap<&str, &PathRow>) -> Vec<BucketKey> {
+        let mut keys: Vec<BucketKey> = Vec::new();
+        for (i, d) in self.deltas.iter().enumerate() {
+            let Some(row) = paths.get(d.path.as_str()).filter(|r| r.split) else { continue };
             let depth = usize::from(row.depth).clamp(1, MAX_STORED_DEPTH);
-            for e in &d.entries {
-                let h = seg_hash(e.segment());
-                for k in 1..=depth {
-                    keys.insert((d.path.clone(), nibbles_of(h, k)), ());
-                }
+            let mut slots: Vec<Slot> = Vec::with_capacity(self.hashes[i].len() * depth);
+            for &h in &self.hashes[i] {
+                slots.extend((1..=depth).map(|k| slot(i, k, h)));
             }
+            slots.sort_unstable();
+            slots.dedup();
+            keys.extend(slots.into_iter().map(|(_, k, h)| (d.path.clone(), nibbles_of(h, k))));
         }
-        keys.into_keys().collect()
+        keys.sort_unstable();
+        keys
     }
 
     /// Compute phase A's writes from the stored rows.
     pub(crate) fn apply(
         &self,
-        paths: &HashMap<String, PathRow>,
+        paths: &HashMap<&str, &PathRow>,
         buckets: Vec<BucketRow>,
         threshold: usize,
     ) -> Fallible<TreeWrites> {
@@ -126,32 +154,44 @@ impl TreePlan {
         // Old and new value of every touched path node.
         let mut values: HashMap<&str, (NodeValue, NodeValue)> = HashMap::new();
         for d in &self.deltas {
-            let old = paths.get(&d.path).map_or(NodeValue::EMPTY, |r| r.value);
+            let old = paths.get(d.path.as_str()).map_or(NodeValue::EMPTY, |r| r.value);
             let new = checked_apply(d.total, old, &|| format!("path node {:?}", d.path))?;
             values.insert(d.path.as_str(), (old, new));
         }
-        let mut work: BTreeMap<BucketKey, WorkBucket> = buckets
-            .into_iter()
-            .map(|row| ((row.path.clone(), row.bucket.clone()), WorkBucket { row, existed: true }))
-            .collect();
+        let index: HashMap<&str, usize> =
+            self.deltas.iter().enumerate().map(|(i, d)| (d.path.as_str(), i)).collect();
+        let mut work: HashMap<Slot, WorkBucket> = HashMap::with_capacity(buckets.len());
+        for row in buckets {
+            // Rows of paths this plan does not touch were not asked for; keep none of them.
+            let Some(&i) = index.get(row.path.as_str()) else { continue };
+            work.insert(slot_of_row(i, &row.bucket), WorkBucket { row, existed: true });
+        }
         let mut out = TreeWrites::default();
         let mut deleted_paths: HashSet<&str> = HashSet::new();
-        for d in &self.deltas {
+        let mut child = String::new();
+        for (i, d) in self.deltas.iter().enumerate() {
             let Some(&(_, new)) = values.get(d.path.as_str()) else {
                 return Err(contract(format!("no value computed for path {:?}", d.path)));
             };
-            let mut row = match paths.get(&d.path) {
-                Some(r) => r.clone(),
+            let mut row = match paths.get(d.path.as_str()) {
+                Some(r) => (*r).clone(),
                 None => new_path_row(&d.path),
             };
             row.value = new;
-            for e in &d.entries {
+            for (e, &h) in d.entries.iter().zip(&self.hashes[i]) {
                 let change = match e {
                     EntryChange::Leaf { old, new, .. } => {
                         presence_change(old.is_some(), new.is_some())
                     }
                     EntryChange::Path { segment, .. } => {
-                        let child = join(&d.path, segment);
+                        // The child's path, in a reused buffer: deep ids have a path entry
+                        // per change.
+                        child.clear();
+                        if !d.path.is_empty() {
+                            child.push_str(&d.path);
+                            child.push('.');
+                        }
+                        child.push_str(segment);
                         let (o, n) = values.get(child.as_str()).ok_or_else(|| {
                             contract(format!("no delta for child path {child:?}"))
                         })?;
@@ -160,7 +200,7 @@ impl TreePlan {
                 };
                 row.entries += change;
                 if row.split {
-                    walk_chain(&mut work, &d.path, e, change)?;
+                    walk_chain(&mut work, (i, &d.path), h, e.delta(), change)?;
                 }
             }
             if row.entries < 0 || (new.count == 0) != (row.entries == 0) {
@@ -170,7 +210,7 @@ impl TreePlan {
                 )));
             }
             if new.count == 0 {
-                if paths.contains_key(&d.path) {
+                if paths.contains_key(d.path.as_str()) {
                     out.path_deletes.push(d.path.clone());
                 }
                 deleted_paths.insert(d.path.as_str());
@@ -181,11 +221,17 @@ impl TreePlan {
             }
             out.path_upserts.push(row);
         }
-        for ((path, bucket), wb) in work {
-            if deleted_paths.contains(path.as_str()) {
+        // In key order, as the rows are written.
+        let mut work: Vec<WorkBucket> = work.into_values().collect();
+        work.sort_unstable_by(|a, b| {
+            (&a.row.path, &a.row.bucket).cmp(&(&b.row.path, &b.row.bucket))
+        });
+        for wb in work {
+            if deleted_paths.contains(wb.row.path.as_str()) {
                 continue;
             }
             let row = wb.row;
+            let (path, bucket) = (&row.path, &row.bucket);
             if row.entries < 0 || (row.value.count == 0) != (row.entries == 0) {
                 return Err(contract(format!(
                     "bucket {bucket:?} of {path:?} would hold {} leaves in {} entries",
@@ -194,7 +240,7 @@ impl TreePlan {
             }
             if row.value.count == 0 {
                 if wb.existed {
-                    out.bucket_deletes.push((path, bucket));
+                    out.bucket_deletes.push((row.path, row.bucket));
                 }
                 continue;
             }
@@ -226,30 +272,31 @@ pub(crate) fn new_path_row(path: &str) -> PathRow {
     }
 }
 
-/// Add one entry's change to every bucket on its chain, from depth 1 to the flat bucket that
-/// holds it (created when missing under a split parent).
+/// Add one entry's change (`delta`, and `entry_change` to the entry count) to every bucket on
+/// its chain under path delta `i`, from depth 1 to the flat bucket that holds segment hash `h`
+/// (created when missing under a split parent). Allocates only for a bucket it creates.
 fn walk_chain(
-    work: &mut BTreeMap<BucketKey, WorkBucket>,
-    path: &str,
-    e: &EntryChange,
+    work: &mut HashMap<Slot, WorkBucket>,
+    (i, path): (usize, &str),
+    h: u64,
+    delta: Delta,
     entry_change: i64,
 ) -> Fallible<()> {
-    let h = seg_hash(e.segment());
-    let delta = e.delta();
     for depth in 1..=MAX_STORED_DEPTH {
-        let key = (path.to_owned(), nibbles_of(h, depth));
-        let wb = work.entry(key.clone()).or_insert_with(|| WorkBucket {
+        let wb = work.entry(slot(i, depth, h)).or_insert_with(|| WorkBucket {
             row: BucketRow {
-                path: key.0.clone(),
-                bucket: key.1.clone(),
+                path: path.to_owned(),
+                bucket: nibbles_of(h, depth),
                 value: NodeValue::EMPTY,
                 entries: 0,
                 split: false,
             },
             existed: false,
         });
-        wb.row.value =
-            checked_apply(delta, wb.row.value, &|| format!("bucket {:?} of {path:?}", key.1))?;
+        let value = wb.row.value;
+        wb.row.value = checked_apply(delta, value, &|| {
+            format!("bucket {:?} of {path:?}", nibbles_of(h, depth))
+        })?;
         wb.row.entries += entry_change;
         if !wb.row.split {
             break;
