@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sync_engine_core::merkle::{ChangeSet, Delta, EntryChange, NodeValue, PathDelta};
+use sync_engine_core::merkle::{join, ChangeSet, Delta, EntryChange, NodeValue, PathDelta};
 
 use crate::codec::{bucket_range, nibbles_of, seg_hash, split_last, MAX_STORED_DEPTH};
 use crate::driver::{BucketKey, BucketRow, PathRow};
@@ -168,7 +168,6 @@ impl TreePlan {
         }
         let mut out = TreeWrites::default();
         let mut deleted_paths: HashSet<&str> = HashSet::new();
-        let mut child = String::new();
         for (i, d) in self.deltas.iter().enumerate() {
             let Some(&(_, new)) = values.get(d.path.as_str()) else {
                 return Err(contract(format!("no value computed for path {:?}", d.path)));
@@ -184,14 +183,7 @@ impl TreePlan {
                         presence_change(old.is_some(), new.is_some())
                     }
                     EntryChange::Path { segment, .. } => {
-                        // The child's path, in a reused buffer: deep ids have a path entry
-                        // per change.
-                        child.clear();
-                        if !d.path.is_empty() {
-                            child.push_str(&d.path);
-                            child.push('.');
-                        }
-                        child.push_str(segment);
+                        let child = join(&d.path, segment);
                         let (o, n) = values.get(child.as_str()).ok_or_else(|| {
                             contract(format!("no delta for child path {child:?}"))
                         })?;
