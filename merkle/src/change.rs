@@ -259,8 +259,7 @@ impl ChangeSet {
     /// parent, which for ids spread over many parents costs ~1.4 KB per change.
     pub fn path_deltas(&self) -> Vec<PathDelta> {
         let changes: Vec<&LeafChange> = self.changes.values().filter(|c| c.old != c.new).collect();
-        // (path node, entry segment, entry is a child path, index of the leaf change)
-        let mut rows: Vec<(&str, &str, bool, usize)> = Vec::with_capacity(changes.len() * 3);
+        let mut rows: Vec<Row<'_>> = Vec::with_capacity(changes.len() * 3);
         for (i, c) in changes.iter().enumerate() {
             let Ok((parent, seg)) = split_id(&c.id) else {
                 continue;
@@ -278,24 +277,19 @@ impl ChangeSet {
         }
         rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
         let deltas: Vec<Delta> = changes.iter().map(|c| Delta::leaf(c.old, c.new)).collect();
-        let mut out: Vec<PathDelta> = Vec::new();
-        let mut at = 0;
-        while at < rows.len() {
-            let path = rows[at].0;
-            let (mut entries, mut total) = (Vec::new(), Delta::ZERO);
-            while at < rows.len() && rows[at].0 == path {
-                let (_, segment, is_path, i) = rows[at];
-                let mut delta = deltas[i];
-                at += 1;
-                if is_path {
-                    // A child path collects the deltas of every changed leaf below it.
-                    while at < rows.len()
-                        && (rows[at].0, rows[at].1, rows[at].2) == (path, segment, true)
-                    {
-                        delta = delta.combine(deltas[rows[at].3]);
-                        at += 1;
-                    }
-                }
+        // Rows of one path node are adjacent; within them, a leaf row is an entry of its own
+        // and the rows of one child path (same segment) are one entry. Every vector gets its
+        // exact capacity: grown by pushing, one per changed parent, they held ~3× the memory.
+        let by_path = |a: &Row<'_>, b: &Row<'_>| a.0 == b.0;
+        let by_entry = |a: &Row<'_>, b: &Row<'_>| a.2 && b.2 && a.1 == b.1;
+        let mut out: Vec<PathDelta> = Vec::with_capacity(rows.chunk_by(by_path).count());
+        for run in rows.chunk_by(by_path) {
+            let mut entries = Vec::with_capacity(run.chunk_by(by_entry).count());
+            let mut total = Delta::ZERO;
+            for group in run.chunk_by(by_entry) {
+                let (_, segment, is_path, i) = group[0];
+                // A child path collects the deltas of every changed leaf below it.
+                let delta = group[1..].iter().fold(deltas[i], |d, r| d.combine(deltas[r.3]));
                 if delta.is_zero() {
                     continue;
                 }
@@ -310,9 +304,13 @@ impl ChangeSet {
                 });
             }
             if !entries.is_empty() {
-                out.push(PathDelta { path: path.to_owned(), total, entries });
+                out.push(PathDelta { path: run[0].0.to_owned(), total, entries });
             }
         }
         out
     }
 }
+
+/// A row of [`ChangeSet::path_deltas`]: (path node, entry segment, entry is a child path,
+/// index of the leaf change).
+type Row<'a> = (&'a str, &'a str, bool, usize);
