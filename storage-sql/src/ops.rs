@@ -235,6 +235,9 @@ impl<D: Driver> Core<D> {
         d.clear_log(&mut tx, upto).await?;
         d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
         let written = start.elapsed();
+        // A fold's statements and its log read grow the connection's buffers to megabytes,
+        // which the pooled connection would otherwise keep (each of `pool_size` of them).
+        sqlx::Connection::shrink_buffers(&mut *tx);
         let committed = tx.commit().await;
         tracing::debug!(
             target: "sync_engine_sql::timing",

@@ -7,7 +7,7 @@
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::rows::leaf_of;
-use super::{q, PgDriver};
+use super::{q, PgDriver, FOLD_ROWS_PER_STATEMENT};
 use crate::codec::{from_ord, to_ord, value_from};
 use crate::driver::{entry_row, question_index, EntryRow, EntryWrites, LeafEntry};
 use crate::error::{entry_clash_is_contract, Failure, Fallible};
@@ -86,24 +86,23 @@ impl PgDriver {
         let EntryWrites { fresh, over, gone } = EntryWrites::of(entries);
         let p = &self.p;
         let upsert = " ON CONFLICT (parent, seghash, id) DO UPDATE SET leaf = excluded.leaf";
-        for (rows, clause) in [(fresh, ""), (over, upsert)] {
-            if rows.is_empty() {
-                continue;
-            }
-            let sql = format!(
-                "INSERT INTO {p}entries (parent, seghash, id, leaf) \
+        for (all, clause) in [(fresh, ""), (over, upsert)] {
+            for rows in all.chunks(FOLD_ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO {p}entries (parent, seghash, id, leaf) \
                  SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::bytea[]){clause}"
-            );
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(rows.iter().map(|e| e.parent).collect::<Vec<_>>())
-                .bind(rows.iter().map(|e| to_ord(e.seghash)).collect::<Vec<_>>())
-                .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|e| e.leaf.map(|d| d.0.to_vec())).collect::<Vec<_>>())
-                .execute(&mut *c)
-                .await
-                .map_err(entry_clash_is_contract)?;
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(rows.iter().map(|e| e.parent).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|e| to_ord(e.seghash)).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|e| e.leaf.map(|d| d.0.to_vec())).collect::<Vec<_>>())
+                    .execute(&mut *c)
+                    .await
+                    .map_err(entry_clash_is_contract)?;
+            }
         }
-        if !gone.is_empty() {
+        for gone in gone.chunks(FOLD_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "DELETE FROM {p}entries WHERE (parent, seghash, id) IN \
                  (SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[]))"

@@ -29,6 +29,12 @@ use crate::options::SqlOptions;
 /// Bytes of bound values per statement (PostgreSQL messages are limited to 1 GiB).
 const MAX_STATEMENT_BYTES: usize = 64 << 20;
 
+/// Rows of node and leaf-entry writes bound per statement. A fold writes up to tens of
+/// thousands of each; one statement for all of them encoded a message of 20–30 MB (deep ids,
+/// 65,536 changes) that the connection's write buffer then kept. ~1 MB per statement costs a
+/// round trip per 8,192 rows and bounds that buffer.
+const FOLD_ROWS_PER_STATEMENT: usize = 8192;
+
 /// Fixed statement texts (prefix applied).
 struct Sql {
     lock: Arc<str>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::PgConnection;
 
 use super::rows::item_size;
-use super::{q, PgDriver, MAX_STATEMENT_BYTES};
+use super::{q, PgDriver, FOLD_ROWS_PER_STATEMENT, MAX_STATEMENT_BYTES};
 use crate::codec::{bucket_text, to_ord};
 use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
 use crate::error::{unique_is_occupied, Failure, Fallible};
@@ -65,7 +65,7 @@ impl PgDriver {
         upserts: &[PathRow],
         deletes: &[String],
     ) -> Fallible<()> {
-        if !upserts.is_empty() {
+        for upserts in upserts.chunks(FOLD_ROWS_PER_STATEMENT) {
             let accs: Vec<Vec<u8>> =
                 upserts.iter().map(|r| r.value.acc.to_bytes().to_vec()).collect();
             q(&self.sql.upsert_paths)
@@ -80,7 +80,7 @@ impl PgDriver {
                 .execute(&mut *c)
                 .await?;
         }
-        if !deletes.is_empty() {
+        for deletes in deletes.chunks(FOLD_ROWS_PER_STATEMENT) {
             q(&self.sql.delete_paths).bind(deletes).execute(&mut *c).await?;
             q(&self.sql.delete_path_buckets).bind(deletes).execute(&mut *c).await?;
         }
@@ -93,7 +93,7 @@ impl PgDriver {
         upserts: &[BucketRow],
         deletes: &[BucketKey],
     ) -> Fallible<()> {
-        if !upserts.is_empty() {
+        for upserts in upserts.chunks(FOLD_ROWS_PER_STATEMENT) {
             let accs: Vec<Vec<u8>> =
                 upserts.iter().map(|r| r.value.acc.to_bytes().to_vec()).collect();
             q(&self.sql.upsert_buckets)
@@ -106,7 +106,7 @@ impl PgDriver {
                 .execute(&mut *c)
                 .await?;
         }
-        if !deletes.is_empty() {
+        for deletes in deletes.chunks(FOLD_ROWS_PER_STATEMENT) {
             q(&self.sql.delete_buckets)
                 .bind(deletes.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>())
                 .bind(deletes.iter().map(|(_, b)| bucket_text(b)).collect::<Vec<_>>())

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fresh;
+pub mod large_fold;
 mod server_suite;
 
 use std::collections::BTreeMap;

@@ -71,6 +71,18 @@ macro_rules! server_suite {
         }
 
         #[tokio::test]
+        async fn a_fold_larger_than_one_statement_writes_every_row() {
+            let Some(url) = server_url(VAR) else { return };
+            let opts = sync_engine_sql::SqlOptions {
+                fold_changes: usize::MAX,
+                ..options(concat!($tag, "_big"), 2)
+            };
+            let s = reopen(&SecretUrl::new(url), &opts).await;
+            large_fold::a_fold_larger_than_a_statement(&s).await;
+            s.drop_tables().await.unwrap();
+        }
+
+        #[tokio::test]
         async fn purge_removes_only_old_tombstones() {
             $crate::with_store!(VAR, concat!($tag, "_purge"), 256, |s| purge(&s).await);
         }
