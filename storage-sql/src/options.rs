@@ -17,8 +17,8 @@ pub const DEFAULT_NODE_CACHE_ROWS: usize = 250_000;
 /// fold cost fewer page writes each: at 1,000,000 flat items a batch-and-fold cycle is ~30%
 /// faster at 65,536 than at 16,384 (BENCHMARKS.md, sql, session 9). A fold holds its changes,
 /// their per-node deltas and its plan in memory while it runs: ~60 MB at the peak of a fold of
-/// 65,536 deep ids (heaptrack, BENCHMARKS.md engine, session 11), less for flat ids. A Merkle
-/// read folds whatever is logged first.
+/// 65,536 deep ids (heaptrack, BENCHMARKS.md engine, session 11), growing with this setting.
+/// A Merkle read folds whatever is logged first.
 pub const DEFAULT_FOLD_CHANGES: usize = 65_536;
 
 /// The pragmas every SQLite connection of a store sets, besides `journal_mode = WAL` and the
