@@ -119,6 +119,11 @@ pub(crate) fn entry_row(
     Ok((parent, EntryRow::Leaf { id, digest, seghash }))
 }
 
+/// A rough upper bound of an [`ItemRow`]'s share of a statement, in bytes.
+pub(crate) fn item_size(r: &&ItemRow<'_>) -> usize {
+    r.content.len() + r.id.len() * 2 + 128
+}
+
 /// A rough upper bound of a [`LeafEntry`]'s share of a statement, in bytes.
 #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 pub(crate) fn entry_size(e: &&LeafEntry<'_>) -> usize {

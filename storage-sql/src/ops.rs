@@ -30,7 +30,7 @@ use sync_engine_core::{Error, ObjectId, SyncItem};
 
 use crate::batch::Candidates;
 use crate::codec::{prefix_successor, KeyRange};
-use crate::driver::{Driver, StoredItem};
+use crate::driver::{item_size, Driver, StoredItem, Tx};
 use crate::error::{is_conflict, ErrCtx, Failure, Fallible};
 use crate::options::SqlOptions;
 use crate::tree::{self, NodeCache};
@@ -185,6 +185,9 @@ impl<D: Driver> Core<D> {
         let log = tree::log::encode(&decision.changes);
         d.append_log(&mut tx, &log).await?;
         let logged = start.elapsed();
+        if decision.rows.iter().map(|r| item_size(&r)).sum::<usize>() > LARGE_BATCH_BYTES {
+            shrink_buffers::<D>(&mut tx);
+        }
         tx.commit().await?;
         tracing::debug!(
             target: "sync_engine_sql::timing",
@@ -235,9 +238,8 @@ impl<D: Driver> Core<D> {
         d.clear_log(&mut tx, upto).await?;
         d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
         let written = start.elapsed();
-        // A fold's statements and its log read grow the connection's buffers to megabytes,
-        // which the pooled connection would otherwise keep (each of `pool_size` of them).
-        sqlx::Connection::shrink_buffers(&mut *tx);
+        // A fold's statements and its log read are megabytes at the default `fold_changes`.
+        shrink_buffers::<D>(&mut tx);
         let committed = tx.commit().await;
         tracing::debug!(
             target: "sync_engine_sql::timing",
@@ -337,4 +339,15 @@ impl<D: Driver> Core<D> {
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         self.driver.ping().await.map_err(self.err("ping"))
     }
+}
+
+/// Item bytes above which a batch shrinks its connection's buffers before it commits; an
+/// ordinary batch (1000 items of 512 bytes) reuses them as they are.
+const LARGE_BATCH_BYTES: usize = 4 << 20;
+
+/// Give back what a large transaction grew its connection's buffers to. sqlx keeps a pooled
+/// connection's buffers at the size of the largest message they held (a fold of 65,536 deep
+/// changes sent in one statement: 20–30 MB), on every connection of the pool that ever ran one.
+fn shrink_buffers<D: Driver>(tx: &mut Tx<D>) {
+    sqlx::Connection::shrink_buffers(&mut **tx);
 }

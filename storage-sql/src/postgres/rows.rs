@@ -6,14 +6,10 @@ use sync_engine_core::merkle::Digest;
 use sync_engine_core::{ContentHash, Stamp};
 
 use crate::codec::{digest_from, from_ord, parse_bucket, value_from};
-use crate::driver::{BucketRow, ItemRow, PathRow, StoredItem};
+use crate::driver::{BucketRow, PathRow, StoredItem};
 use crate::error::Fallible;
 
 /// Bytes a row adds to a statement.
-pub(super) fn item_size(r: &&ItemRow<'_>) -> usize {
-    r.content.len() + r.id.len() * 2 + 128
-}
-
 pub(super) fn stamp_of(version: i64, hash: &[u8], tombstone: bool) -> Fallible<Stamp> {
     let h = digest_from(hash, "content hash")?;
     Ok(Stamp { version: from_ord(version), content_hash: ContentHash(h.0), tombstone })

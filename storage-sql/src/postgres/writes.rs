@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use sqlx::PgConnection;
 
-use super::rows::item_size;
 use super::{q, PgDriver, FOLD_ROWS_PER_STATEMENT, MAX_STATEMENT_BYTES};
 use crate::codec::{bucket_text, to_ord};
-use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
+use crate::driver::{fresh_and_over, item_size, BucketKey, BucketRow, ItemRow, PathRow};
 use crate::error::{unique_is_occupied, Failure, Fallible};
 use crate::sqlgen::chunks;
 

@@ -2,10 +2,9 @@
 
 use sqlx::SqliteConnection;
 
-use super::rows::item_size;
 use super::{dq, SqliteDriver, MAX_STATEMENT_BYTES};
 use crate::codec::to_ord;
-use crate::driver::{fresh_and_over, BucketKey, BucketRow, ItemRow, PathRow};
+use crate::driver::{fresh_and_over, item_size, BucketKey, BucketRow, ItemRow, PathRow};
 use crate::error::{unique_is_occupied, Failure, Fallible};
 use crate::sqlgen::{chunks, list, tuples};
 
