@@ -323,15 +323,20 @@ async fn prefix_operations_never_touch_ids_outside_the_prefix() {
 
 #[tokio::test]
 async fn prefix_arguments_that_are_not_paths_are_refused_cleanly() {
-    let stack = stacks("pfxbad").await.into_iter().next().unwrap();
-    let engine = stack.engine(Config::default()).await;
-    for bad in ["a..b", ".", "a.", "\0"] {
-        match engine.verify(bad).await {
-            Ok(r) => assert!(r.in_sync || stack.redis.is_none(), "{bad:?}: {r:?}"),
-            Err(e) => assert!(!e.to_string().is_empty(), "{bad:?}"),
+    // Every stack: each one creates tables (and Redis keys) on connect, all are dropped.
+    for stack in stacks("pfxbad").await {
+        let engine = stack.engine(Config::default()).await;
+        for bad in ["a..b", ".", "a.", "\0"] {
+            match engine.verify(bad).await {
+                Ok(r) => {
+                    assert!(r.in_sync || stack.redis.is_none(), "{}: {bad:?}: {r:?}", stack.name)
+                }
+                Err(e) => assert!(!e.to_string().is_empty(), "{}: {bad:?}", stack.name),
+            }
         }
+        let refused = stack.sql.delete_prefix("", 1, 10).await;
+        assert!(refused.is_err(), "{}: an empty prefix must be refused", stack.name);
+        engine.shutdown().await.unwrap();
+        stack.cleanup().await;
     }
-    assert!(stack.sql.delete_prefix("", 1, 10).await.is_err(), "an empty prefix must be refused");
-    engine.shutdown().await.unwrap();
-    stack.cleanup().await;
 }
