@@ -58,6 +58,8 @@ pub(crate) struct Core<D: Driver> {
     ///
     /// [`SqlOptions::fold_changes`]: crate::SqlOptions::fold_changes
     pub fold_changes: usize,
+    /// Leaf changes a fold applies at a time ([`SqlOptions::fold_slice_changes`]).
+    pub fold_slice: usize,
     /// Leaf changes this process logged since its last fold.
     pub unfolded: AtomicUsize,
     /// The last stamp read of a batch found none of its ids: the next batch is first tried
@@ -75,6 +77,7 @@ impl<D: Driver> Core<D> {
             cache: Mutex::new(NodeCache::new(options.node_cache_rows)),
             retry_budget: options.acquire_timeout,
             fold_changes: options.fold_changes,
+            fold_slice: options.fold_slice_changes,
             unfolded: AtomicUsize::new(0),
             assume_new: AtomicBool::new(true),
         }
@@ -234,7 +237,8 @@ impl<D: Driver> Core<D> {
         let changes = tree::log::merge(rows.iter().map(|(_, b)| b.as_slice()))?;
         drop(rows);
         let read = start.elapsed();
-        let touched = tree::apply(d, &mut tx, &changes, self.threshold, &self.cache, gen).await?;
+        let shape = tree::Shape { threshold: self.threshold, slice: self.fold_slice };
+        let touched = tree::apply(d, &mut tx, &changes, shape, &self.cache, gen).await?;
         d.clear_log(&mut tx, upto).await?;
         d.set_generation(&mut tx, gen.wrapping_add(1)).await?;
         let written = start.elapsed();

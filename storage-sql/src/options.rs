@@ -16,10 +16,15 @@ pub const DEFAULT_NODE_CACHE_ROWS: usize = 250_000;
 /// on a large tree (hash-ordered leaf entries, changes spread over every page) more changes per
 /// fold cost fewer page writes each: at 1,000,000 flat items a batch-and-fold cycle is ~30%
 /// faster at 65,536 than at 16,384 (BENCHMARKS.md, sql, session 9). A fold holds its changes,
-/// their per-node deltas and its plan in memory while it runs: ~60 MB at the peak of a fold of
-/// 65,536 deep ids (heaptrack, BENCHMARKS.md engine, session 11), growing with this setting.
-/// A Merkle read folds whatever is logged first.
+/// its changes in memory while it runs (~200 bytes each) and applies them in slices of
+/// [`SqlOptions::fold_slice_changes`]. A Merkle read folds whatever is logged first.
 pub const DEFAULT_FOLD_CHANGES: usize = 65_536;
+
+/// Default number of leaf changes a fold applies at a time ([`SqlOptions::fold_slice_changes`]).
+/// A slice's per-node deltas, plan and entry rows take ~0.5 KB per change (deep ids) while it
+/// runs; before slicing, one fold of 65,536 deep ids peaked at ~60 MB (heaptrack, BENCHMARKS.md
+/// engine, session 11).
+pub const DEFAULT_FOLD_SLICE_CHANGES: usize = 8192;
 
 /// The pragmas every SQLite connection of a store sets, besides `journal_mode = WAL` and the
 /// busy timeout: full `fsync` on commit (an acknowledged batch survives power loss), a 32 MiB
@@ -59,6 +64,11 @@ pub struct SqlOptions {
     /// values write each hot node row once for more batches; every Merkle read folds first
     /// whatever is logged, so no answer depends on this setting.
     pub fold_changes: usize,
+    /// Leaf changes a fold applies at a time, one slice after the other inside its single
+    /// transaction (at least 1). Bounds the fold's transient memory whatever `fold_changes`
+    /// is; slices follow the leaf-entry order, so each writes its own node rows and the tree
+    /// written is the same for every value.
+    pub fold_slice_changes: usize,
 }
 
 impl Default for SqlOptions {
@@ -71,6 +81,7 @@ impl Default for SqlOptions {
             busy_timeout: Duration::from_secs(5),
             node_cache_rows: DEFAULT_NODE_CACHE_ROWS,
             fold_changes: DEFAULT_FOLD_CHANGES,
+            fold_slice_changes: DEFAULT_FOLD_SLICE_CHANGES,
         }
     }
 }
@@ -110,6 +121,9 @@ impl SqlOptions {
         }
         if self.fold_changes == 0 {
             return bad("fold_changes", "must be at least 1, got 0".into());
+        }
+        if self.fold_slice_changes == 0 {
+            return bad("fold_slice_changes", "must be at least 1, got 0".into());
         }
         let p = &self.table_prefix;
         let shape_ok = p.len() <= MAX_TABLE_PREFIX_LEN
@@ -198,6 +212,7 @@ mod tests {
             (SqlOptions { pool_size: 0, ..SqlOptions::default() }, "pool_size"),
             (SqlOptions { split_threshold: 1, ..SqlOptions::default() }, "split_threshold"),
             (SqlOptions { fold_changes: 0, ..SqlOptions::default() }, "fold_changes"),
+            (SqlOptions { fold_slice_changes: 0, ..SqlOptions::default() }, "fold_slice_changes"),
             (SqlOptions::default().with_table_prefix("Bad"), "table_prefix"),
             (SqlOptions::default().with_table_prefix("a;drop"), "table_prefix"),
             (SqlOptions::default().with_table_prefix(""), "table_prefix"),

@@ -117,9 +117,12 @@ proptest! {
         wide in 0usize..60,
         batches in 1usize..12,
         size in 1usize..40,
+        slice in prop::sample::select(vec![1usize, 3, 8192]),
     ) {
         rt().block_on(async {
-            let (store, _dir) = sqlite_store(threshold).await;
+            // Folds in slices of one change, of a few, and in one piece: the same tree.
+            let opts = SqlOptions { fold_slice_changes: slice, ..options("lite", threshold) };
+            let (store, _dir) = sqlite_store_with(opts).await;
             let ns = sync_engine_core::conformance::unique_ns("prop");
             let universe = id_universe(&ns, wide);
             let ops = random_batches(seed, &universe, batches, size);

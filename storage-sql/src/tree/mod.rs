@@ -14,6 +14,7 @@ mod cache;
 pub(crate) mod log;
 mod plan;
 mod read;
+mod slice;
 mod split;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +22,7 @@ use std::sync::Mutex;
 
 use sync_engine_core::merkle::ChangeSet;
 
-use crate::codec::{bucket_range, seg_hash, split_last};
+use crate::codec::bucket_range;
 use crate::driver::{BucketKey, BucketRow, Conn, Driver, LeafEntry, PathRow};
 use crate::error::{Failure, Fallible};
 
@@ -31,38 +32,91 @@ pub(crate) use split::split_node;
 
 use plan::{SplitTarget, TreePlan};
 
-/// Split `wanted` into rows the cache holds at generation `gen` and keys to read.
-fn from_cache<K: Clone, R: Clone>(
-    cache: &Mutex<NodeCache>,
+/// The node cache as one fold sees it: rows valid at generation `gen`, except those an earlier
+/// slice of the same fold wrote (read from the database instead).
+struct CacheView<'a> {
+    cache: &'a Mutex<NodeCache>,
     gen: u64,
-    wanted: &[K],
-    get: impl Fn(&NodeCache, &K) -> Option<R>,
-) -> (Vec<R>, Vec<K>) {
-    let Ok(mut guard) = cache.lock() else { return (Vec::new(), wanted.to_vec()) };
-    if !guard.valid_at(gen) {
-        return (Vec::new(), wanted.to_vec());
-    }
-    let mut found = Vec::new();
-    let mut missing = Vec::new();
-    for k in wanted {
-        match get(&guard, k) {
-            Some(r) => found.push(r),
-            None => missing.push(k.clone()),
+    written: &'a slice::Written,
+}
+
+impl CacheView<'_> {
+    /// Split `wanted` into rows the cache may serve and keys to read.
+    fn split<K: Clone, R: Clone>(
+        &self,
+        wanted: &[K],
+        get: impl Fn(&NodeCache, &K) -> Option<R>,
+    ) -> (Vec<R>, Vec<K>) {
+        let Ok(mut guard) = self.cache.lock() else { return (Vec::new(), wanted.to_vec()) };
+        if !guard.valid_at(self.gen) {
+            return (Vec::new(), wanted.to_vec());
         }
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for k in wanted {
+            match get(&guard, k) {
+                Some(r) => found.push(r),
+                None => missing.push(k.clone()),
+            }
+        }
+        (found, missing)
     }
-    (found, missing)
+
+    /// Cached path rows of `wanted`, and the paths to read.
+    fn paths<'k>(&self, wanted: &[&'k str]) -> (Vec<PathRow>, Vec<&'k str>) {
+        let w = self.written;
+        self.split(wanted, |c, p| if w.path(p) { None } else { c.path(p).cloned() })
+    }
+
+    /// Cached bucket rows of `wanted`, and the keys to read.
+    fn buckets(&self, wanted: &[BucketKey]) -> (Vec<BucketRow>, Vec<BucketKey>) {
+        let w = self.written;
+        self.split(wanted, |c, (p, b)| if w.bucket(p, b) { None } else { c.bucket(p, b).cloned() })
+    }
+}
+
+/// How a fold shapes its work: the split threshold of flat nodes and the changes per slice.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// Direct entries a flat node holds before it is split.
+    pub threshold: usize,
+    /// Leaf changes applied per slice (at least 1).
+    pub slice: usize,
 }
 
 /// Apply folded leaf changes to the tree tables — the leaf entries, then the node rows — inside
-/// the caller's write transaction holding the tree lock at generation `gen`; returns the node
-/// rows it read and wrote, for the cache.
+/// the caller's write transaction holding the tree lock at generation `gen`, in slices of
+/// `shape.slice` changes (see [`slice`]); returns the node rows it read and wrote,
+/// for the cache.
 pub(crate) async fn apply<D: Driver>(
     d: &D,
     c: &mut Conn<D>,
     changes: &ChangeSet,
-    threshold: usize,
+    shape: Shape,
     cache: &Mutex<NodeCache>,
     gen: u64,
+) -> Fallible<Touched> {
+    let order = slice::entry_order(changes);
+    let mut touched = Touched::default();
+    let mut written = slice::Written::default();
+    for part in order.chunks(shape.slice.max(1)) {
+        let (set, leaves) = slice::slice(part)?;
+        let view = CacheView { cache, gen, written: &written };
+        let t = apply_slice(d, c, &set, leaves, shape.threshold, &view).await?;
+        written.note(&t);
+        touched.extend(t);
+    }
+    Ok(touched)
+}
+
+/// One slice of [`apply`]: `leaves` are the entry rows of `changes`, in key order.
+async fn apply_slice<D: Driver>(
+    d: &D,
+    c: &mut Conn<D>,
+    changes: &ChangeSet,
+    leaves: Vec<LeafEntry<'_>>,
+    threshold: usize,
+    cached: &CacheView<'_>,
 ) -> Fallible<Touched> {
     let begun = std::time::Instant::now();
     let plan = TreePlan::new(changes);
@@ -71,19 +125,17 @@ pub(crate) async fn apply<D: Driver>(
     }
     let start = std::time::Instant::now();
     // The leaf entries first: the splits below list them.
-    let leaves = leaf_entries(changes);
-    let sorted = start.elapsed();
     d.write_entries(c, &leaves).await?;
     drop(leaves);
     let entries_written = start.elapsed();
     let wanted: Vec<&str> = plan.paths();
-    let (cached, missing) = from_cache(cache, gen, &wanted, |c, p| c.path(p).cloned());
+    let (cached_paths, missing) = cached.paths(&wanted);
     let read_paths =
         if missing.is_empty() { Vec::new() } else { d.read_paths(c, &missing).await? };
     let paths: HashMap<&str, &PathRow> =
-        cached.iter().chain(&read_paths).map(|r| (r.path.as_str(), r)).collect();
+        cached_paths.iter().chain(&read_paths).map(|r| (r.path.as_str(), r)).collect();
     let keys: Vec<BucketKey> = plan.bucket_keys(&paths);
-    let (mut buckets, missing) = from_cache(cache, gen, &keys, |c, (p, b)| c.bucket(p, b).cloned());
+    let (mut buckets, missing) = cached.buckets(&keys);
     let read_buckets =
         if missing.is_empty() { Vec::new() } else { d.read_buckets(c, &missing).await? };
     buckets.extend(read_buckets.iter().cloned());
@@ -101,8 +153,7 @@ pub(crate) async fn apply<D: Driver>(
         buckets_written = writes.bucket_upserts.len(),
         splits = writes.splits.len(),
         deltas_us = (start - begun).as_micros() as u64,
-        leaves_us = sorted.as_micros() as u64,
-        entries_us = (entries_written - sorted).as_micros() as u64,
+        entries_us = entries_written.as_micros() as u64,
         read_us = (read - entries_written).as_micros() as u64,
         plan_us = (planned - read).as_micros() as u64,
         paths_us = (paths_written - planned).as_micros() as u64,
@@ -132,22 +183,6 @@ pub(crate) async fn apply<D: Driver>(
         );
     }
     Ok(touched)
-}
-
-/// The entry rows that `changes` (no-op changes left out) make, in key order, so that their
-/// writes walk the table's pages in order instead of at random.
-fn leaf_entries(changes: &ChangeSet) -> Vec<LeafEntry<'_>> {
-    let mut entries: Vec<LeafEntry<'_>> = changes
-        .iter()
-        .filter(|c| c.old != c.new)
-        .map(|c| {
-            let (parent, segment) = split_last(&c.id);
-            let (id, leaf, fresh) = (c.id.as_str(), c.new, c.old.is_none());
-            LeafEntry { parent, seghash: seg_hash(segment), id, leaf, fresh }
-        })
-        .collect();
-    entries.sort_unstable_by(|a, b| (a.parent, a.seghash, a.id).cmp(&(b.parent, b.seghash, b.id)));
-    entries
 }
 
 /// Phase B: materialize the buckets of every node that grew past the threshold; returns the

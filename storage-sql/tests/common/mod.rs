@@ -39,9 +39,14 @@ pub fn options(tag: &str, threshold: usize) -> SqlOptions {
 
 /// A SQLite store in a fresh temporary directory (kept alive by the returned guard).
 pub async fn sqlite_store(threshold: usize) -> (SqlStore, tempfile::TempDir) {
+    sqlite_store_with(options("lite", threshold)).await
+}
+
+/// A SQLite store with `opts` in a fresh temporary directory.
+pub async fn sqlite_store_with(opts: SqlOptions) -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = SecretUrl::new(format!("sqlite://{}/nested/dir/archive.db", dir.path().display()));
-    let store = SqlStore::connect(&url, options("lite", threshold)).await.unwrap();
+    let store = SqlStore::connect(&url, opts).await.unwrap();
     (store, dir)
 }
 
