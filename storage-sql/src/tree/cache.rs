@@ -12,17 +12,25 @@ use std::collections::HashMap;
 
 use crate::driver::{BucketKey, BucketRow, PathRow};
 
+/// The cached bucket rows of one path node, by nibbles.
+type BucketMap = HashMap<Box<[u8]>, Box<BucketRow>>;
+
 /// Node rows known to equal the database's at generation `gen`.
+///
+/// Rows are boxed: a map's table then holds a key and a pointer per row, so growing it (which
+/// briefly holds the old and the new table) moves ~24 bytes a row instead of ~140 — inline rows
+/// made that growth the largest single allocation of a 1 MiB-L1 engine's peak (27 MB at
+/// ~115,000 cached path rows; heaptrack, BENCHMARKS.md engine, session 12).
 #[derive(Debug)]
 pub(crate) struct NodeCache {
     gen: Option<u64>,
-    paths: HashMap<String, PathRow>,
-    buckets: HashMap<String, HashMap<Vec<u8>, BucketRow>>,
+    paths: HashMap<Box<str>, Box<PathRow>>,
+    buckets: HashMap<Box<str>, BucketMap>,
     bucket_rows: usize,
     cap: usize,
 }
 
-/// What a batch read and wrote, for the cache update after its commit.
+/// What one slice of a fold read and wrote, for the cache update after its commit.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
     /// Path rows as read (pre-batch values).
@@ -64,45 +72,24 @@ impl NodeCache {
 
     /// The cached row of `path`, if any.
     pub(crate) fn path(&self, path: &str) -> Option<&PathRow> {
-        self.paths.get(path)
+        self.paths.get(path).map(|r| &**r)
     }
 
     /// The cached row of a bucket, if any.
     pub(crate) fn bucket(&self, path: &str, bucket: &[u8]) -> Option<&BucketRow> {
-        self.buckets.get(path).and_then(|m| m.get(bucket))
+        self.buckets.get(path).and_then(|m| m.get(bucket)).map(|r| &**r)
     }
 
-    /// Record a committed batch that started at generation `from` and committed `from + 1`.
-    pub(crate) fn committed(&mut self, from: u64, t: Touched) {
+    /// Record a committed fold that started at generation `from` and committed `from + 1`:
+    /// what its slices read and wrote, applied in slice order.
+    pub(crate) fn committed(&mut self, from: u64, slices: impl IntoIterator<Item = Touched>) {
         if self.gen != Some(from) {
-            // The rows we hold are not those of `from`: start over from what this batch knows,
+            // The rows we hold are not those of `from`: start over from what this fold knows,
             // which is the truth at `from + 1` for every row it read or wrote.
             self.clear();
         }
-        for r in t.read_paths {
-            self.paths.entry(r.path.clone()).or_insert(r);
-        }
-        for r in t.read_buckets {
-            self.put_bucket(r, false);
-        }
-        for r in t.path_upserts {
-            self.paths.insert(r.path.clone(), r);
-        }
-        for r in t.bucket_upserts {
-            self.put_bucket(r, true);
-        }
-        for (path, bucket) in t.bucket_deletes {
-            if let Some(m) = self.buckets.get_mut(&path) {
-                if m.remove(&bucket).is_some() {
-                    self.bucket_rows -= 1;
-                }
-            }
-        }
-        for path in t.path_deletes {
-            self.paths.remove(&path);
-            if let Some(m) = self.buckets.remove(&path) {
-                self.bucket_rows -= m.len();
-            }
+        for t in slices {
+            self.apply(t);
         }
         self.gen = Some(from.wrapping_add(1));
         if self.paths.len() + self.bucket_rows > self.cap {
@@ -110,13 +97,43 @@ impl NodeCache {
         }
     }
 
+    /// One slice: reads never overwrite (a row read by a later slice is the one an earlier
+    /// slice wrote), writes do, deletes come last.
+    fn apply(&mut self, t: Touched) {
+        for r in t.read_paths {
+            self.paths.entry(r.path.as_str().into()).or_insert_with(|| Box::new(r));
+        }
+        for r in t.read_buckets {
+            self.put_bucket(r, false);
+        }
+        for r in t.path_upserts {
+            self.paths.insert(r.path.as_str().into(), Box::new(r));
+        }
+        for r in t.bucket_upserts {
+            self.put_bucket(r, true);
+        }
+        for (path, bucket) in t.bucket_deletes {
+            if let Some(m) = self.buckets.get_mut(path.as_str()) {
+                if m.remove(bucket.as_slice()).is_some() {
+                    self.bucket_rows -= 1;
+                }
+            }
+        }
+        for path in t.path_deletes {
+            self.paths.remove(path.as_str());
+            if let Some(m) = self.buckets.remove(path.as_str()) {
+                self.bucket_rows -= m.len();
+            }
+        }
+    }
+
     fn put_bucket(&mut self, r: BucketRow, overwrite: bool) {
-        let m = self.buckets.entry(r.path.clone()).or_default();
-        match m.get_mut(&r.bucket) {
-            Some(old) if overwrite => *old = r,
+        let m = self.buckets.entry(r.path.as_str().into()).or_default();
+        match m.get_mut(r.bucket.as_slice()) {
+            Some(old) if overwrite => **old = r,
             Some(_) => {}
             None => {
-                m.insert(r.bucket.clone(), r);
+                m.insert(r.bucket.as_slice().into(), Box::new(r));
                 self.bucket_rows += 1;
             }
         }
@@ -134,7 +151,7 @@ mod tests {
         assert!(!c.valid_at(0));
         let mut a = new_path_row("a");
         a.entries = 1;
-        c.committed(0, Touched { path_upserts: vec![a.clone()], ..Touched::default() });
+        c.committed(0, [Touched { path_upserts: vec![a.clone()], ..Touched::default() }]);
         assert!(c.valid_at(1));
         assert_eq!(c.path("a"), Some(&a));
         assert!(!c.valid_at(2), "another writer committed generation 2");
@@ -144,8 +161,8 @@ mod tests {
     #[test]
     fn a_commit_from_another_generation_starts_over() {
         let mut c = NodeCache::new(100);
-        c.committed(0, Touched { path_upserts: vec![new_path_row("a")], ..Touched::default() });
-        c.committed(5, Touched { path_upserts: vec![new_path_row("b")], ..Touched::default() });
+        c.committed(0, [Touched { path_upserts: vec![new_path_row("a")], ..Touched::default() }]);
+        c.committed(5, [Touched { path_upserts: vec![new_path_row("b")], ..Touched::default() }]);
         assert!(c.valid_at(6));
         assert!(c.path("a").is_none() && c.path("b").is_some());
         let b = BucketRow {
@@ -155,17 +172,56 @@ mod tests {
             entries: 1,
             split: false,
         };
-        c.committed(6, Touched { bucket_upserts: vec![b], ..Touched::default() });
+        c.committed(6, [Touched { bucket_upserts: vec![b], ..Touched::default() }]);
         assert!(c.bucket("b", &[1]).is_some());
-        c.committed(7, Touched { path_deletes: vec!["b".into()], ..Touched::default() });
+        c.committed(7, [Touched { path_deletes: vec!["b".into()], ..Touched::default() }]);
         assert!(c.bucket("b", &[1]).is_none() && c.path("b").is_none());
+    }
+
+    #[test]
+    fn slices_apply_in_order() {
+        let bucket = |entries| BucketRow {
+            path: "p".into(),
+            bucket: vec![3],
+            value: Default::default(),
+            entries,
+            split: false,
+        };
+        let mut v1 = new_path_row("p");
+        v1.entries = 1;
+        let mut v2 = v1.clone();
+        v2.entries = 2;
+        let first = Touched {
+            path_upserts: vec![v1.clone()],
+            bucket_deletes: vec![("p".into(), vec![3])],
+            ..Touched::default()
+        };
+        // The second slice read what the first wrote, wrote over it and re-created the bucket.
+        let second = Touched {
+            read_paths: vec![v1],
+            path_upserts: vec![v2.clone()],
+            bucket_upserts: vec![bucket(7)],
+            ..Touched::default()
+        };
+        let mut c = NodeCache::new(100);
+        c.committed(0, [Touched { read_buckets: vec![bucket(5)], ..Touched::default() }]);
+        c.committed(1, [first, second]);
+        assert!(c.valid_at(2));
+        assert_eq!(c.path("p"), Some(&v2), "the later slice's write wins");
+        assert_eq!(c.bucket("p", &[3]), Some(&bucket(7)), "deleted, then re-created");
+        let drop_it = Touched { bucket_deletes: vec![("p".into(), vec![3])], ..Touched::default() };
+        c.committed(
+            2,
+            [Touched { bucket_upserts: vec![bucket(9)], ..Touched::default() }, drop_it],
+        );
+        assert_eq!(c.bucket("p", &[3]), None, "written, then deleted");
     }
 
     #[test]
     fn the_cap_bounds_memory() {
         let mut c = NodeCache::new(2);
         let rows: Vec<PathRow> = ["a", "b", "c"].iter().map(|p| new_path_row(p)).collect();
-        c.committed(0, Touched { path_upserts: rows, ..Touched::default() });
+        c.committed(0, [Touched { path_upserts: rows, ..Touched::default() }]);
         assert!(!c.valid_at(1), "over the cap, the cache starts over");
     }
 }

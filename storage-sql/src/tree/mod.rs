@@ -86,8 +86,8 @@ pub(crate) struct Shape {
 
 /// Apply folded leaf changes to the tree tables — the leaf entries, then the node rows — inside
 /// the caller's write transaction holding the tree lock at generation `gen`, in slices of
-/// `shape.slice` changes (see [`slice`]); returns the node rows it read and wrote,
-/// for the cache.
+/// `shape.slice` changes (see [`slice`]); returns the node rows each slice read and wrote, for
+/// the cache.
 pub(crate) async fn apply<D: Driver>(
     d: &D,
     c: &mut Conn<D>,
@@ -95,16 +95,16 @@ pub(crate) async fn apply<D: Driver>(
     shape: Shape,
     cache: &Mutex<NodeCache>,
     gen: u64,
-) -> Fallible<Touched> {
+) -> Fallible<Vec<Touched>> {
     let order = slice::entry_order(changes);
-    let mut touched = Touched::default();
+    let mut touched = Vec::new();
     let mut written = slice::Written::default();
     for part in order.chunks(shape.slice.max(1)) {
         let (set, leaves) = slice::slice(part)?;
         let view = CacheView { cache, gen, written: &written };
         let t = apply_slice(d, c, &set, leaves, shape.threshold, &view).await?;
         written.note(&t);
-        touched.extend(t);
+        touched.push(t);
     }
     Ok(touched)
 }

@@ -112,16 +112,3 @@ impl Written {
             || self.buckets.contains(&key_hash(path, Some(bucket)))
     }
 }
-
-impl Touched {
-    /// Append a later slice's reads and writes (the cache applies them in order: later
-    /// upserts overwrite, deletes go last and only ever make the cache forget a row).
-    pub(crate) fn extend(&mut self, later: Touched) {
-        self.read_paths.extend(later.read_paths);
-        self.read_buckets.extend(later.read_buckets);
-        self.path_upserts.extend(later.path_upserts);
-        self.path_deletes.extend(later.path_deletes);
-        self.bucket_upserts.extend(later.bucket_upserts);
-        self.bucket_deletes.extend(later.bucket_deletes);
-    }
-}
