@@ -233,9 +233,8 @@ async fn phase_only(
     phase: Phase,
     mut figs: Vec<Figure>,
 ) -> Result<Vec<Figure>, String> {
-    // Only the latency phase runs without L2 too.
-    let setups =
-        Setup::ALL.into_iter().filter(|s| s.has_l2() || matches!(phase, Phase::Latency(_)));
+    // Only the repair phase needs L2.
+    let setups = Setup::ALL.into_iter().filter(|s| s.has_l2() || !matches!(phase, Phase::Repair));
     for setup in setups {
         if !selected(only, setup.name()) {
             continue;
