@@ -41,10 +41,9 @@ async fn wide_nodes_split_and_stay_bounded() {
 
 #[tokio::test]
 async fn a_fold_larger_than_one_statement_writes_every_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = SecretUrl::new(format!("sqlite:{}/big.db", dir.path().display()));
     let opts = SqlOptions { fold_changes: usize::MAX, ..options("big", 2) };
-    large_fold::a_fold_larger_than_a_statement(&reopen(&url, &opts).await).await;
+    let (store, _dir) = sqlite_store_with(opts).await;
+    large_fold::a_fold_larger_than_a_statement(&store).await;
 }
 
 #[tokio::test]

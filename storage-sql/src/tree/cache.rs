@@ -33,7 +33,7 @@ pub(crate) struct NodeCache {
 /// What one slice of a fold read and wrote, for the cache update after its commit.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
-    /// Path rows as read (pre-batch values).
+    /// Path rows as read (as the slice found them).
     pub read_paths: Vec<PathRow>,
     /// Bucket rows as read.
     pub read_buckets: Vec<BucketRow>,

@@ -38,14 +38,15 @@ pub(crate) fn entry_order(changes: &ChangeSet) -> Vec<Keyed<'_>> {
             Keyed { parent, seghash: seg_hash(segment), change }
         })
         .collect();
-    out.sort_unstable_by(|a, b| {
-        (a.parent, a.seghash, a.change.id.as_str()).cmp(&(
-            b.parent,
-            b.seghash,
-            b.change.id.as_str(),
-        ))
-    });
+    out.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
     out
+}
+
+impl Keyed<'_> {
+    /// The `entries` table's key: (parent, segment hash, id).
+    fn key(&self) -> (&str, u64, &str) {
+        (self.parent, self.seghash, &self.change.id)
+    }
 }
 
 /// A slice as the tree update takes it: its change set and its entry rows, in key order.
