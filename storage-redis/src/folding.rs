@@ -1,6 +1,7 @@
 //! Running the fold against Redis: take the lock, read the oldest log blobs, drive
 //! [`crate::fold::Fold`] through its node reads, and write its result in one `MULTI`/`EXEC`
-//! that also trims the folded blobs and releases the lock. The fold runs on its own connection
+//! (its writes queued in messages of bounded size) that also trims the folded blobs and
+//! releases the lock. The fold runs on its own connection
 //! with the lock key `WATCH`ed, so if the lock expired or changed hands meanwhile, `EXEC`
 //! writes nothing: all or nothing, and never two folders' results mixed.
 
@@ -25,6 +26,8 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 const LOCK_WAIT: Duration = Duration::from_secs(35);
 /// Arguments per `MSET`/`DEL` inside the transaction.
 const CHUNK: usize = 2000;
+/// Bytes of keys and values per message queued inside the fold's transaction (see [`queued`]).
+const MESSAGE_BYTES: usize = 1 << 20;
 /// Lowers the pending-change count, deleting it at zero (queued inside `MULTI`).
 const SETTLE_LUA: &str = "local left = redis.call('DECRBY', KEYS[1], ARGV[1]) \
     if left <= 0 then redis.call('DEL', KEYS[1]) end return 0";
@@ -263,34 +266,63 @@ impl RedisStore {
                 Step::Done { sets, dels } => break (sets, dels),
             }
         };
+        let writes = sets.len();
+        let deletes = dels.len();
+        let () = self.bounded(redis::cmd("MULTI").query_async(conn)).await?;
+        for pipe in queued(sets, dels) {
+            let () = self.bounded(pipe.query_async(conn)).await?;
+        }
         let mut pipe = redis::pipe();
-        pipe.atomic();
-        for chunk in sets.chunks(CHUNK) {
-            let cmd = pipe.cmd("MSET");
-            for (k, v) in chunk {
-                cmd.arg(k).arg(&v[..]);
-            }
-            cmd.ignore();
-        }
-        for chunk in dels.chunks(CHUNK) {
-            pipe.cmd("DEL").arg(chunk).ignore();
-        }
         pipe.cmd("LTRIM").arg(&log).arg(blobs.len()).arg(-1).ignore();
         pipe.cmd("EVAL").arg(SETTLE_LUA).arg(1).arg(&pending).arg(logged).ignore();
         pipe.cmd("DEL").arg(&lock).ignore();
-        let done: Option<Value> = self.bounded(pipe.query_async(conn)).await?;
+        pipe.cmd("EXEC");
+        let (done,): (Option<Value>,) = self.bounded(pipe.query_async(conn)).await?;
         if done.is_none() {
             return Err(lock_lost());
         }
-        tracing::debug!(
-            blobs = blobs.len(),
-            changes = logged,
-            writes = sets.len(),
-            deletes = dels.len(),
-            "folded"
-        );
+        tracing::debug!(blobs = blobs.len(), changes = logged, writes, deletes, "folded");
         Ok(Round { blobs: blobs.len(), changes: logged })
     }
+}
+
+/// The node writes of a fold as the messages that queue them inside its `MULTI` (the caller
+/// sends `MULTI` before and `EXEC` after): `MSET`s of at most [`CHUNK`] arguments and `DEL`s,
+/// each message holding at most ~[`MESSAGE_BYTES`] of keys and values. Each value is dropped
+/// once its message is encoded, so the client holds one message's copies at a time rather
+/// than the whole fold's.
+fn queued(
+    sets: Vec<(String, Vec<u8>)>,
+    dels: Vec<String>,
+) -> impl Iterator<Item = redis::Pipeline> {
+    let mut sets = sets.into_iter().peekable();
+    let mut dels = dels.into_iter().peekable();
+    std::iter::from_fn(move || {
+        if sets.peek().is_none() && dels.peek().is_none() {
+            return None;
+        }
+        let mut pipe = redis::pipe();
+        let mut bytes = 0;
+        while bytes < MESSAGE_BYTES && sets.peek().is_some() {
+            let cmd = pipe.cmd("MSET");
+            for _ in 0..CHUNK {
+                let Some((k, v)) = sets.next_if(|_| bytes < MESSAGE_BYTES) else { break };
+                bytes += k.len() + v.len();
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+        }
+        while bytes < MESSAGE_BYTES && dels.peek().is_some() {
+            let cmd = pipe.cmd("DEL");
+            for _ in 0..CHUNK {
+                let Some(k) = dels.next_if(|_| bytes < MESSAGE_BYTES) else { break };
+                bytes += k.len();
+                cmd.arg(k);
+            }
+            cmd.ignore();
+        }
+        Some(pipe)
+    })
 }
 
 /// Net changes of the blobs, skipping (with an error log) any blob that is not well formed —
@@ -320,4 +352,69 @@ fn count_records(blob: &[u8]) -> u64 {
         n += 1;
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Each message's commands as (name, arguments).
+    fn commands(pipe: &redis::Pipeline) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        pipe.cmd_iter()
+            .map(|cmd| {
+                let mut args = cmd.args_iter().map(|a| match a {
+                    redis::Arg::Simple(b) => b.to_vec(),
+                    _ => b"<cursor>".to_vec(),
+                });
+                let name = args.next().unwrap_or_default();
+                (name, args.collect())
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The messages queue every write exactly once, in order (sets, then deletes), in
+        /// commands of at most `CHUNK` keys, each message over `MESSAGE_BYTES` by at most its
+        /// last key and value.
+        #[test]
+        fn messages_queue_every_write_once_within_their_bounds(
+            sizes in proptest::collection::vec(0usize..300_000, 0..40),
+            dels in 0usize..5000,
+        ) {
+            let sets: Vec<(String, Vec<u8>)> =
+                sizes.iter().enumerate().map(|(i, &n)| (format!("n{i}"), vec![i as u8; n])).collect();
+            let dels: Vec<String> = (0..dels).map(|i| format!("d{i}")).collect();
+            let (mut got_sets, mut got_dels) = (Vec::new(), Vec::new());
+            for pipe in queued(sets.clone(), dels.clone()) {
+                let mut bytes = 0;
+                let mut last = 0;
+                for (name, args) in commands(&pipe) {
+                    match name.as_slice() {
+                        b"MSET" => {
+                            prop_assert!(args.len() % 2 == 0 && args.len() <= 2 * CHUNK);
+                            for kv in args.chunks(2) {
+                                last = kv[0].len() + kv[1].len();
+                                bytes += last;
+                                got_sets.push((String::from_utf8(kv[0].clone()).unwrap(), kv[1].clone()));
+                            }
+                        }
+                        b"DEL" => {
+                            prop_assert!(!args.is_empty() && args.len() <= CHUNK);
+                            for k in args {
+                                last = k.len();
+                                bytes += last;
+                                got_dels.push(String::from_utf8(k).unwrap());
+                            }
+                        }
+                        other => prop_assert!(false, "unexpected command {other:?}"),
+                    }
+                }
+                prop_assert!(!pipe.is_empty());
+                prop_assert!(bytes < MESSAGE_BYTES + last || bytes == last, "{bytes} bytes");
+            }
+            prop_assert_eq!(got_sets, sets);
+            prop_assert_eq!(got_dels, dels);
+        }
+    }
 }

@@ -183,41 +183,79 @@ async fn a_live_folders_lock_is_respected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_that_lost_its_lock_writes_nothing() {
     let Some(url) = shared() else { return };
-    let opts = RedisOptions { fold_threshold: 0, ..options("lost") };
+    lost_lock(&url, "lost", |n| format!("l.t{}.u{}.i{n}", n % 100, n / 100), false).await;
+}
+
+/// The same with one wide node of 16,000 leaves of 250-byte segments, whose fold queues ~4.5
+/// MB of node writes in several messages inside its transaction: the lock is taken from it
+/// while its writes are being queued (its connection seen inside `MULTI` with commands
+/// queued), and nothing is written; the next fold writes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_that_lost_its_lock_while_queueing_writes_nothing() {
+    let Some(url) = shared() else { return };
+    use redis::Commands;
+    let store = lost_lock(&url, "lostwide", |n| format!("w.{n:0250}"), true).await;
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let pattern = format!("{p}{{{p}}}n:*", p = store.prefix);
+    let keys: Vec<String> = con.scan_match(&pattern).unwrap().map(Result::unwrap).collect();
+    let mut bytes = 0u64;
+    for k in keys {
+        bytes += redis::cmd("STRLEN").arg(&k).query::<u64>(&mut con).unwrap() + k.len() as u64;
+    }
+    assert!(bytes > 2 << 20, "the fold wrote {bytes} bytes of nodes: one message");
+}
+
+/// Whether the client named in the fold lock's value `holder` (`token@client-id`) is inside
+/// `MULTI` with commands queued.
+fn queueing(con: &mut redis::Connection, holder: &str) -> bool {
+    let Some((_, id)) = holder.rsplit_once('@') else { return false };
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id).query(con).unwrap();
+    list.split_whitespace()
+        .find_map(|f| f.strip_prefix("multi="))
+        .and_then(|n| n.parse::<i64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
+/// 16 batches of 1000 items named by `name`, a fold whose lock is taken from it while it runs
+/// (once it queues its writes, if `in_multi`), then the checks; returns the store (its keys are
+/// deleted when it is dropped).
+async fn lost_lock(url: &str, tag: &str, name: fn(u64) -> String, in_multi: bool) -> TestStore {
+    let opts = RedisOptions { fold_threshold: 0, ..options(tag) };
     let prefix = opts.prefix.clone();
-    let store = store_with(&url, opts).await;
+    let store = store_with(url, opts).await;
     let mut items = Vec::new();
     for b in 0..16u64 {
-        let batch: Vec<SyncItem> = (0..1000u64)
-            .map(|i| {
-                let n = b * 1000 + i;
-                SyncItem::new(id(&format!("l.t{}.u{}.i{n}", n % 100, n / 100)), 1, "v")
-            })
-            .collect();
+        let batch: Vec<SyncItem> =
+            (0..1000).map(|i| SyncItem::new(id(&name(b * 1000 + i)), 1, "v")).collect();
         let entries: Vec<CacheEntry> = batch.iter().cloned().map(CacheEntry::new).collect();
         store.put_batch(&entries).await.unwrap();
         items.extend(batch);
     }
+    let logged = log_len(url, &prefix);
     let folder = store.store.clone();
     let fold = tokio::spawn(async move { folder.fold().await });
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
     let lock = format!("{prefix}{{{prefix}}}m:lock");
     let started = Instant::now();
     loop {
         let holder: Option<String> = redis::cmd("GET").arg(&lock).query(&mut con).unwrap();
-        if holder.is_some() {
+        if holder.is_some_and(|h| !in_multi || queueing(&mut con, &h)) {
             let _: () = redis::cmd("SET").arg(&lock).arg("usurper").query(&mut con).unwrap();
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the fold never took the lock");
+        assert!(
+            started.elapsed() < Duration::from_secs(10) && !fold.is_finished(),
+            "the fold ended before its lock was taken from it"
+        );
     }
     let e = fold.await.unwrap().unwrap_err();
     assert!(e.to_string().contains("lock"), "{e}");
-    assert_eq!(log_len(&url, &prefix), 16, "a fold without its lock trimmed the log");
-    assert_eq!(count_keys(&url, &prefix, 'n'), 0, "a fold without its lock wrote nodes");
+    assert_eq!(log_len(url, &prefix), logged, "a fold without its lock trimmed the log");
+    assert_eq!(count_keys(url, &prefix, 'n'), 0, "a fold without its lock wrote nodes");
     let _: () = redis::cmd("DEL").arg(&lock).query(&mut con).unwrap();
     let tree =
         MemTree::from_items(items.iter().map(|i| (i.id().as_str(), i.leaf_digest()))).unwrap();
     assert_eq!(store.root_hash().await.unwrap(), tree.root_hash());
-    assert_eq!(log_len(&url, &prefix), 0);
+    assert_eq!(log_len(url, &prefix), 0);
+    store
 }

@@ -34,7 +34,7 @@ pub fn unique_prefix(tag: &str) -> String {
 pub struct TestStore {
     pub store: RedisStore,
     url: String,
-    prefix: String,
+    pub prefix: String,
 }
 
 impl std::ops::Deref for TestStore {
