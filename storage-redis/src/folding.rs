@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult, Value};
 use sync_engine_core::{Error, ErrorKind, Result};
@@ -28,6 +29,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(35);
 const CHUNK: usize = 2000;
 /// Bytes of keys and values per message queued inside the fold's transaction (see [`queued`]).
 const MESSAGE_BYTES: usize = 1 << 20;
+/// Messages of a fold's transaction sent before the first is answered.
+const MESSAGES_IN_FLIGHT: usize = 2;
 /// Lowers the pending-change count, deleting it at zero (queued inside `MULTI`).
 const SETTLE_LUA: &str = "local left = redis.call('DECRBY', KEYS[1], ARGV[1]) \
     if left <= 0 then redis.call('DEL', KEYS[1]) end return 0";
@@ -269,9 +272,19 @@ impl RedisStore {
         let writes = sets.len();
         let deletes = dels.len();
         let () = self.bounded(redis::cmd("MULTI").query_async(conn)).await?;
-        for pipe in queued(sets, dels) {
-            let () = self.bounded(pipe.query_async(conn)).await?;
+        // Two messages in flight: the server parses one while the client encodes the next.
+        // Their order does not matter (each node key is set or deleted once); what follows
+        // `EXEC` is sent only once every queued message is answered.
+        let mut sends = futures_util::stream::iter(queued(sets, dels))
+            .map(|pipe| {
+                let mut conn = conn.clone();
+                async move { self.bounded(pipe.query_async::<()>(&mut conn)).await }
+            })
+            .buffer_unordered(MESSAGES_IN_FLIGHT);
+        while let Some(sent) = sends.next().await {
+            sent?;
         }
+        drop(sends);
         let mut pipe = redis::pipe();
         pipe.cmd("LTRIM").arg(&log).arg(blobs.len()).arg(-1).ignore();
         pipe.cmd("EVAL").arg(SETTLE_LUA).arg(1).arg(&pending).arg(logged).ignore();
