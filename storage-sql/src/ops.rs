@@ -240,7 +240,7 @@ impl<D: Driver> Core<D> {
         let shape = tree::Shape { threshold: self.threshold, slice: self.fold_slice };
         let touched = tree::apply(d, &mut tx, &changes, shape, &self.cache, gen).await?;
         let n_changes = changes.len();
-        // Not held through the commit and the cache update (~200 bytes a change).
+        // Not held through the commit and the cache update (~130 bytes a change).
         drop(changes);
         d.clear_log(&mut tx, upto).await?;
         d.set_generation(&mut tx, gen.wrapping_add(1)).await?;

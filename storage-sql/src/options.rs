@@ -16,7 +16,7 @@ pub const DEFAULT_NODE_CACHE_ROWS: usize = 250_000;
 /// on a large tree (hash-ordered leaf entries, changes spread over every page) more changes per
 /// fold cost fewer page writes each: at 1,000,000 flat items a batch-and-fold cycle is ~30%
 /// faster at 65,536 than at 16,384 (BENCHMARKS.md, sql, session 9). A fold holds its merged
-/// changes in memory while it runs (~200 bytes each) and applies them in slices of
+/// changes in memory while it runs (~160 bytes each) and applies them in slices of
 /// [`SqlOptions::fold_slice_changes`]. A Merkle read folds whatever is logged first.
 pub const DEFAULT_FOLD_CHANGES: usize = 65_536;
 

@@ -20,7 +20,7 @@ mod split;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use sync_engine_core::merkle::ChangeSet;
+use sync_engine_core::merkle::{ChangeSet, LeafChange};
 
 use crate::codec::bucket_range;
 use crate::driver::{BucketKey, BucketRow, Conn, Driver, LeafEntry, PathRow};
@@ -91,7 +91,7 @@ pub(crate) struct Shape {
 pub(crate) async fn apply<D: Driver>(
     d: &D,
     c: &mut Conn<D>,
-    changes: &ChangeSet,
+    changes: &[LeafChange],
     shape: Shape,
     cache: &Mutex<NodeCache>,
     gen: u64,

@@ -29,15 +29,14 @@ pub(crate) struct Keyed<'a> {
 }
 
 /// The real changes of `changes` in leaf-entry order: (parent, segment hash, id).
-pub(crate) fn entry_order(changes: &ChangeSet) -> Vec<Keyed<'_>> {
-    let mut out: Vec<Keyed<'_>> = changes
-        .iter()
-        .filter(|c| c.old != c.new)
-        .map(|change| {
-            let (parent, segment) = split_last(&change.id);
-            Keyed { parent, seghash: seg_hash(segment), change }
-        })
-        .collect();
+pub(crate) fn entry_order(changes: &[LeafChange]) -> Vec<Keyed<'_>> {
+    // Exact capacity: collected from a filter, the vector grew to up to twice the changes.
+    let real = changes.iter().filter(|c| c.old != c.new);
+    let mut out: Vec<Keyed<'_>> = Vec::with_capacity(real.clone().count());
+    out.extend(real.map(|change| {
+        let (parent, segment) = split_last(&change.id);
+        Keyed { parent, seghash: seg_hash(segment), change }
+    }));
     out.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
     out
 }
