@@ -316,26 +316,38 @@ fn queued(
         }
         let mut pipe = redis::pipe();
         let mut bytes = 0;
-        while bytes < MESSAGE_BYTES && sets.peek().is_some() {
-            let cmd = pipe.cmd("MSET");
-            for _ in 0..CHUNK {
-                let Some((k, v)) = sets.next_if(|_| bytes < MESSAGE_BYTES) else { break };
-                bytes += k.len() + v.len();
-                cmd.arg(k).arg(v);
-            }
-            cmd.ignore();
-        }
-        while bytes < MESSAGE_BYTES && dels.peek().is_some() {
-            let cmd = pipe.cmd("DEL");
-            for _ in 0..CHUNK {
-                let Some(k) = dels.next_if(|_| bytes < MESSAGE_BYTES) else { break };
-                bytes += k.len();
-                cmd.arg(k);
-            }
-            cmd.ignore();
-        }
+        fill(&mut pipe, "MSET", &mut sets, &mut bytes, |cmd, (k, v)| {
+            let n = k.len() + v.len();
+            cmd.arg(k).arg(v);
+            n
+        });
+        fill(&mut pipe, "DEL", &mut dels, &mut bytes, |cmd, k| {
+            let n = k.len();
+            cmd.arg(k);
+            n
+        });
         Some(pipe)
     })
+}
+
+/// Add `name` commands of at most [`CHUNK`] items each to `pipe`, taking items while the
+/// message holds fewer than [`MESSAGE_BYTES`] (`add` appends one item's arguments to the
+/// command just started and returns its bytes).
+fn fill<T>(
+    pipe: &mut redis::Pipeline,
+    name: &str,
+    items: &mut std::iter::Peekable<std::vec::IntoIter<T>>,
+    bytes: &mut usize,
+    add: impl Fn(&mut redis::Pipeline, T) -> usize,
+) {
+    while *bytes < MESSAGE_BYTES && items.peek().is_some() {
+        let cmd = pipe.cmd(name);
+        for _ in 0..CHUNK {
+            let Some(item) = items.next_if(|_| *bytes < MESSAGE_BYTES) else { break };
+            *bytes += add(cmd, item);
+        }
+        cmd.ignore();
+    }
 }
 
 /// Net changes of the blobs, skipping (with an error log) any blob that is not well formed —

@@ -7,7 +7,7 @@
 //! bytes, if present)`. [`decode`] accepts exactly what [`encode`] produces and never panics;
 //! anything else is reported as corrupt, naming what was wrong.
 
-use sync_engine_core::merkle::{split_id, ChangeSet, Digest, LeafChange};
+use sync_engine_core::merkle::{split_id, ChangeError, ChangeSet, Digest, LeafChange};
 
 use crate::error::{Failure, Fallible};
 
@@ -108,10 +108,11 @@ fn records(bytes: &[u8]) -> usize {
 /// of what a [`ChangeSet`] of the same changes holds (a B-tree, its nodes part-filled, keyed by
 /// a second copy of every id): at the default `fold_changes` this was the largest allocation of
 /// a fold (16 MB of 65,536 changes).
-pub(crate) fn merge<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Fallible<Vec<LeafChange>> {
-    let rows: Vec<&[u8]> = rows.into_iter().collect();
+pub(crate) fn merge<'a>(
+    rows: impl IntoIterator<Item = &'a [u8]> + Clone,
+) -> Fallible<Vec<LeafChange>> {
     // Exact capacity: grown by pushing, the vector held up to twice the changes.
-    let mut all = Vec::with_capacity(rows.iter().map(|r| records(r)).sum());
+    let mut all = Vec::with_capacity(rows.clone().into_iter().map(records).sum());
     for row in rows {
         all.extend(decode(row)?);
     }
@@ -123,11 +124,12 @@ pub(crate) fn merge<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Fallible<Ve
             let (done, rest) = all.split_at_mut(i);
             let (net, next) = (&mut done[kept - 1], &rest[0]);
             if net.new != next.old {
-                return Err(Failure::Corrupt(format!(
-                    "Merkle change-log rows do not chain: change of `{}` starts from {:?} but \
-                     the log already set it to {:?}",
-                    next.id, next.old, net.new
-                )));
+                let e = ChangeError::BrokenChain {
+                    id: next.id.clone(),
+                    expected: net.new,
+                    got: next.old,
+                };
+                return Err(Failure::Corrupt(format!("Merkle change-log rows do not chain: {e}")));
             }
             net.new = next.new;
         } else {
