@@ -121,34 +121,6 @@ async fn a_repair_of_thousands_of_ids_rewrites_and_removes_every_one() {
     assert!(cache.get(&id("rogue.7")).await.unwrap().is_none(), "ids L3 lacks are removed");
 }
 
-/// The copy does not wait for the whole diff: chunks of the ids a round found are rewritten
-/// while the diff descends the rest of the tree. Here 8,000 missing ids sit a few levels down and
-/// one more fourteen levels down, and every L3 call takes 50 ms (virtual time). Besides the
-/// diff, a repair spends one L3 read on the root comparison before it; copied after the diff,
-/// the nine chunks (four at once) would add three L3 reads after it; overlapped, only the
-/// last, partial chunk is left.
-#[tokio::test(start_paused = true)]
-async fn a_repair_copies_what_the_diff_found_while_the_diff_goes_on() {
-    let rig = Rig::new();
-    let engine = rig.start().await;
-    let mut ids: Vec<String> = (0..8000).map(|i| format!("a.{i}")).collect();
-    ids.push("b.c.d.e.f.g.h.i.j.k.l.m.n.1".to_owned());
-    for i in &ids {
-        engine.submit(i, format!("v-{i}")).await.unwrap();
-    }
-    engine.flush().await.unwrap();
-    let all: Vec<_> = ids.iter().map(|i| id(i)).collect();
-    rig.l2.inner().remove_many(&all).await.unwrap();
-    let latency = Duration::from_millis(50);
-    rig.l3.plan().set_latency(latency);
-    let r = engine.repair("").await.unwrap();
-    assert_eq!((r.differing, r.repaired, r.removed), (8001, 8001, 0), "{r:?}");
-    assert!(r.diff_round_trips >= 14, "the deep id is found rounds after the others: {r:?}");
-    let after_diff = r.duration - r.diff_duration;
-    assert!(after_diff <= 2 * latency, "{after_diff:?} of copying after the diff ended: {r:?}");
-    assert!(engine.verify("").await.unwrap().in_sync);
-}
-
 /// Payloads changed behind L2's back leave its shadow as it was: the Merkle verify cannot see
 /// them, the deep one names them (beside what the diff finds), and the deep repair rewrites
 /// exactly those from L3.

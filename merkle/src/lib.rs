@@ -22,8 +22,8 @@ pub mod types;
 pub use change::{ApplyError, ChangeError, ChangeSet, Delta, EntryChange, LeafChange, PathDelta};
 pub use codec::{KeyError, ValueError, KEY_FORMAT_VERSION, MAX_BUCKET_NIBBLES, NODE_VALUE_LEN};
 pub use diff::{
-    diff, diff_batched, diff_each, ChildrenSource, DiffError, DiffKind, DiffReport, Difference,
-    Side, CALLS_IN_FLIGHT, DIFF_BATCH,
+    diff, diff_batched, ChildrenSource, DiffError, DiffKind, DiffReport, Difference, Side,
+    CALLS_IN_FLIGHT, DIFF_BATCH,
 };
 pub use key::{
     join, nibble, segment_hash, split_id, validate_path, Children, Entry, IdError, NodeKey,

@@ -12,17 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sync_engine_merkle::{
-    diff_each, Children, ChildrenSource, DiffError, Difference, NodeKey, NodeValue, DIFF_BATCH,
-};
-use tokio::sync::mpsc;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use sync_engine_merkle::{diff, Children, ChildrenSource, DiffError, DiffKind, NodeKey, NodeValue};
 use tokio::time::Instant;
 
-use super::{Inner, SyncEngine};
-use crate::store::MerkleStore;
-use crate::{Error, ErrorKind};
-
-mod copy;
+use super::{Inner, L2Store, SyncEngine};
+use crate::store::{CacheEntry, MerkleStore};
+use crate::{Error, ErrorKind, ObjectId, SyncItem};
 
 /// What a verify or repair found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +132,78 @@ impl SyncEngine {
     }
 }
 
+/// A write of a repaired id that raced the repair may have reached L2 before the repair's
+/// removal took it out again (the removal is there for tampered entries, which newer-wins
+/// would keep): such ids — on their way to L3, or committed since the repair read L3 — are
+/// marked as missing from L2, so reads skip L2 for them until it holds that write.
+fn mark_overtaken<'a>(
+    inner: &Inner,
+    repaired: impl IntoIterator<Item = (&'a ObjectId, Option<&'a SyncItem>)>,
+) {
+    let mut missed = Vec::new();
+    for (id, from_l3) in repaired {
+        let newer = match inner.overlay.get(id) {
+            Some(pending) => Some(pending.stamp()),
+            None => inner
+                .reads
+                .newest_commit(id)
+                .filter(|s| crate::newer_wins(s, from_l3.map(SyncItem::stamp).as_ref())),
+        };
+        if let Some(stamp) = newer {
+            missed.push((id, stamp));
+        }
+    }
+    if !missed.is_empty() {
+        tracing::debug!(ids = missed.len(), "writes raced the repair; reads skip L2 for them");
+        inner.l2_stale.mark(missed);
+    }
+}
+
+/// Ids per chunk of the repair's copy (one L3 `get_many`, one L2 `remove_many` + `put_batch`).
+const COPY_CHUNK: usize = 1000;
+
+/// Chunks of the repair's copy in flight at once.
+const COPY_IN_FLIGHT: usize = 4;
+
+/// Rewrite `chunk` in L2 from L3 (ids L3 no longer holds are removed from L2); returns how
+/// many were written and how many removed.
+async fn copy_chunk(
+    inner: &Inner,
+    l2: &Arc<dyn L2Store>,
+    chunk: &[ObjectId],
+) -> crate::Result<(usize, usize)> {
+    // Registered as a read, so that writes committing meanwhile are recorded.
+    let _reading = inner.reads.batch(chunk);
+    let items = inner.l3.get_many(chunk).await?;
+    let mut entries = Vec::new();
+    let mut gone = 0;
+    for item in &items {
+        match item {
+            Some(item) => entries.push(CacheEntry::new(item.clone())),
+            None => gone += 1,
+        }
+    }
+    // Remove first: L2 may hold a tampered entry with a higher stamp.
+    let sent = inner.l2_stale.token();
+    l2.remove_many(chunk).await?;
+    l2.put_batch(&entries).await?;
+    inner.l2_stale.written_entries(sent, &entries);
+    mark_overtaken(inner, chunk.iter().zip(items.iter().map(Option::as_ref)));
+    Ok((entries.len(), gone))
+}
+
+/// Remove `chunk` (ids L3 does not hold) from L2; returns how many.
+async fn remove_chunk(
+    inner: &Inner,
+    l2: &Arc<dyn L2Store>,
+    chunk: &[ObjectId],
+) -> crate::Result<usize> {
+    let _reading = inner.reads.batch(chunk);
+    l2.remove_many(chunk).await?;
+    mark_overtaken(inner, chunk.iter().map(|id| (id, None)));
+    Ok(chunk.len())
+}
+
 /// Verify (and optionally repair) `prefix`; `deep` audits L2's entries first.
 #[tracing::instrument(name = "repair", skip(inner), fields(prefix = %prefix, fix, deep))]
 pub(crate) async fn run(
@@ -182,25 +250,8 @@ pub(crate) async fn run(
         let l2_src = Source(l2.clone(), Arc::default());
         let l3_src = Source(inner.l3.clone(), Arc::default());
         let diff_started = Instant::now();
-        // A repair copies each round's differences while the diff compares the rest: what a
-        // round hands over is final (`diff_each`), and the copy's round trips overlap the
-        // diff's. The channel closes when the diff ends (its sender goes with the closure).
-        let (found, rx) = mpsc::unbounded_channel::<Vec<Difference>>();
-        let diffing = async {
-            let hand_over = move |round: &[Difference]| {
-                if fix {
-                    // The receiver lives until the copy ends, which waits for this diff.
-                    let _ = found.send(round.to_vec());
-                }
-            };
-            let d = diff_each(&l2_src, &l3_src, prefix, DIFF_BATCH, hand_over)
-                .await
-                .map_err(diff_error)?;
-            Ok::<_, Error>((d, diff_started.elapsed()))
-        };
-        let ((d, diff_duration), copied) =
-            tokio::try_join!(diffing, copy::copy_as_found(inner, l2, rx))?;
-        report.diff_duration = diff_duration;
+        let d = diff(&l2_src, &l3_src, prefix).await.map_err(diff_error)?;
+        report.diff_duration = diff_started.elapsed();
         report.diff_l2_wait = Duration::from_nanos(l2_src.1.load(Ordering::Relaxed));
         report.diff_l3_wait = Duration::from_nanos(l3_src.1.load(Ordering::Relaxed));
         report.diff_round_trips = d.rounds;
@@ -208,9 +259,41 @@ pub(crate) async fn run(
         report.differing = d.differences.len();
         report.sample = d.differences.iter().take(100).map(|x| x.id.clone()).collect();
         in_diff = d.differences.iter().map(|x| x.id.clone()).collect();
-        report.repaired += copied.repaired;
-        report.removed += copied.removed;
-        report.skipped_in_flight += copied.skipped_in_flight;
+        if fix {
+            let mut upsert = Vec::new();
+            let mut remove = Vec::new();
+            for x in &d.differences {
+                let Ok(id) = ObjectId::with_max_len(&x.id, crate::id::HARD_MAX_ID_LEN) else {
+                    tracing::warn!(id = %x.id, "the diff returned an invalid id; skipped");
+                    continue;
+                };
+                if inner.overlay.get(&id).is_some() {
+                    report.skipped_in_flight += 1;
+                    continue;
+                }
+                match x.kind {
+                    DiffKind::OnlyInA => remove.push(id),
+                    DiffKind::OnlyInB | DiffKind::Different => upsert.push(id),
+                }
+            }
+            // Chunks are copied a few at a time: each is an L3 read and two L2 writes, and
+            // they touch disjoint ids, so their round trips may overlap.
+            let copies: Vec<_> =
+                upsert.chunks(COPY_CHUNK).map(|chunk| copy_chunk(inner, l2, chunk)).collect();
+            let copied = stream::iter(copies)
+                .buffer_unordered(COPY_IN_FLIGHT)
+                .try_fold((0, 0), |(r, g), (r1, g1)| async move { Ok((r + r1, g + g1)) })
+                .await?;
+            report.repaired += copied.0;
+            report.removed += copied.1;
+            let removals: Vec<_> =
+                remove.chunks(COPY_CHUNK).map(|chunk| remove_chunk(inner, l2, chunk)).collect();
+            let removed = stream::iter(removals)
+                .buffer_unordered(COPY_IN_FLIGHT)
+                .try_fold(0, |n, k| async move { Ok(n + k) })
+                .await?;
+            report.removed += removed;
+        }
     }
     // Corrupt ids the diff did not list: without eviction, ids whose shadow leaf still matches
     // L3; after eviction, ids L3 does not hold either (the eviction removed them).

@@ -23,12 +23,8 @@ use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::codec::MAX_BUCKET_NIBBLES;
-use crate::key::{join, nibble, segment_hash, validate_path, Children, Entry, NodeKey};
+use crate::key::{join, nibble, segment_hash, validate_path, Children, Entry, IdError, NodeKey};
 use crate::types::{Digest, NodeValue};
-
-mod report;
-
-pub use report::{DiffError, DiffKind, DiffReport, Difference, Side};
 
 /// A tree as the diff sees it: a node's value and its children, possibly over the network.
 ///
@@ -92,6 +88,84 @@ impl ChildrenSource for crate::tree::MemTree {
     ) -> impl Future<Output = Result<Children, Self::Error>> + Send {
         std::future::ready(Ok(crate::tree::MemTree::children(self, key)))
     }
+}
+
+/// How an id differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiffKind {
+    /// Live in A only.
+    OnlyInA,
+    /// Live in B only.
+    OnlyInB,
+    /// Live in both with different leaf digests.
+    Different,
+}
+
+/// One differing id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Difference {
+    /// The full dotted id.
+    pub id: String,
+    /// How it differs.
+    pub kind: DiffKind,
+}
+
+/// The result of a [`diff`]: the exact differing ids and the work done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    /// Every id live on one side only or with different digests, sorted by id.
+    pub differences: Vec<Difference>,
+    /// Node pairs whose values were compared.
+    pub nodes_compared: u64,
+    /// Node children asked for (both sides together).
+    pub children_fetched: u64,
+    /// `children_many` calls made (both sides together).
+    pub batches: u64,
+    /// Rounds of calls: the diff waits for each round's answers (up to [`CALLS_IN_FLIGHT`]
+    /// calls per side, concurrently) before the next, so these are its sequential round trips.
+    pub rounds: u64,
+    /// Buckets and entries received from both sides.
+    pub children_received: u64,
+}
+
+impl DiffReport {
+    /// The differing ids, sorted.
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.differences.iter().map(|d| d.id.as_str())
+    }
+}
+
+/// Which side of a diff misbehaved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The first source.
+    A,
+    /// The second source.
+    B,
+}
+
+/// Why a diff failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError<EA, EB> {
+    /// Source A failed.
+    #[error("source A failed: {0}")]
+    A(EA),
+    /// Source B failed.
+    #[error("source B failed: {0}")]
+    B(EB),
+    /// The prefix is not a dotted path.
+    #[error("invalid diff prefix: {0}")]
+    Prefix(#[from] IdError),
+    /// A source answered something no tree can hold.
+    #[error("source {side:?} answered malformed children for {key:?}: {reason}")]
+    Malformed {
+        /// The side.
+        side: Side,
+        /// The node asked about.
+        key: NodeKey,
+        /// What was wrong.
+        reason: &'static str,
+    },
 }
 
 /// One side's view of a node under comparison.
@@ -172,29 +246,6 @@ where
     A: ChildrenSource,
     B: ChildrenSource,
 {
-    diff_each(a, b, prefix, batch, |_| {}).await
-}
-
-/// [`diff_batched`] that also hands `found` the differences of each round as soon as the round
-/// is compared, so a caller can act on them (repair them) while the diff goes on.
-///
-/// Every difference of the report is handed over exactly once, in rounds (not sorted across
-/// rounds); only a malformed source that lists one entry under two buckets could make an id
-/// appear in two rounds. A difference handed over is final: later rounds list only nodes
-/// whose subtrees are disjoint from every leaf compared so far, so changing an id already
-/// handed over (in either source) does not change what the rest of the diff finds.
-pub async fn diff_each<A, B, F>(
-    a: &A,
-    b: &B,
-    prefix: &str,
-    batch: usize,
-    mut found: F,
-) -> Result<DiffReport, DiffError<A::Error, B::Error>>
-where
-    A: ChildrenSource,
-    B: ChildrenSource,
-    F: FnMut(&[Difference]),
-{
     validate_path(prefix)?;
     let batch = batch.max(1);
     let start = NodeKey::path(prefix);
@@ -239,14 +290,10 @@ where
         report.children_fetched += fetched_a + fetched_b;
         report.batches += calls_a + calls_b;
         report.rounds += u64::from(calls_a + calls_b > 0);
-        let before = report.differences.len();
         for ((key, la), lb) in keys.into_iter().zip(la).zip(lb) {
             report.children_received += (la.len() + lb.len()) as u64;
             expand(key, la, lb, &mut stack, &mut report.differences)
                 .map_err(|(side, key, r)| malformed(side, &key, r))?;
-        }
-        if report.differences.len() > before {
-            found(&report.differences[before..]);
         }
     }
     report.differences.sort_unstable();
