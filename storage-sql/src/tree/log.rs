@@ -41,62 +41,101 @@ pub(crate) fn encode(set: &ChangeSet) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The changes of one log row, in the order they were written.
-pub(crate) fn decode(bytes: &[u8]) -> Fallible<Vec<LeafChange>> {
-    let corrupt = |what: String| Failure::Corrupt(format!("Merkle change-log row: {what}"));
-    let (&version, mut rest) = bytes.split_first().ok_or_else(|| corrupt("empty".into()))?;
-    if version != LOG_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "format version {version}, this build reads {LOG_FORMAT_VERSION}"
-        )));
-    }
-    let mut out = Vec::new();
-    while let Some((&flags, tail)) = rest.split_first() {
-        let n = out.len();
-        if flags > 3 {
-            return Err(corrupt(format!("change {n} has flags {flags:#04x}")));
+/// One record of a log row, cut from the row's bytes and checked, not yet copied.
+struct Record<'a> {
+    id: &'a str,
+    old: Option<Digest>,
+    new: Option<Digest>,
+}
+
+fn corrupt(what: String) -> Failure {
+    Failure::Corrupt(format!("Merkle change-log row: {what}"))
+}
+
+/// The records of a row, in order: its version checked, then each record cut and checked. A
+/// damaged row or record is the walk's last item, an error naming what was wrong.
+fn records_of(bytes: &[u8]) -> impl Iterator<Item = Fallible<Record<'_>>> {
+    let (mut rest, mut failed) = match bytes.split_first() {
+        None => (&[][..], Some(corrupt("empty".into()))),
+        Some((&LOG_FORMAT_VERSION, rest)) => (rest, None),
+        Some((&version, _)) => (
+            &[][..],
+            Some(corrupt(format!(
+                "format version {version}, this build reads {LOG_FORMAT_VERSION}"
+            ))),
+        ),
+    };
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        if let Some(e) = failed.take() {
+            return Some(Err(e));
         }
-        rest = tail;
-        let mut take = |len: usize, what: &str| -> Fallible<&[u8]> {
-            let field = rest
-                .get(..len)
-                .ok_or_else(|| corrupt(format!("change {n} truncated in its {what}")))?;
-            rest = &rest[len..];
-            Ok(field)
-        };
-        let len = take(2, "id length")?;
-        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        let id = std::str::from_utf8(take(len, "id")?)
-            .map_err(|_| corrupt(format!("change {n} has an id that is not UTF-8")))?
-            .to_owned();
-        let mut digest = |present: bool, what: &str| -> Fallible<Option<Digest>> {
-            if !present {
-                return Ok(None);
+        let (&flags, tail) = rest.split_first()?;
+        let record = cut(n, flags, tail);
+        n += 1;
+        Some(match record {
+            Ok((record, tail)) => {
+                rest = tail;
+                Ok(record)
             }
-            let mut d = [0u8; 32];
-            d.copy_from_slice(take(32, what)?);
-            Ok(Some(Digest(d)))
-        };
-        let old = digest(flags & 1 != 0, "old digest")?;
-        let new = digest(flags & 2 != 0, "new digest")?;
-        out.push(LeafChange { id, old, new });
+            Err(e) => {
+                rest = &[];
+                Err(e)
+            }
+        })
+    })
+}
+
+/// Record `n` (its `flags` already read) from the front of `rest`; returns it and what follows.
+fn cut(n: usize, flags: u8, mut rest: &[u8]) -> Fallible<(Record<'_>, &[u8])> {
+    if flags > 3 {
+        return Err(corrupt(format!("change {n} has flags {flags:#04x}")));
     }
+    let mut take = |len: usize, what: &str| -> Fallible<&[u8]> {
+        let field = rest
+            .get(..len)
+            .ok_or_else(|| corrupt(format!("change {n} truncated in its {what}")))?;
+        rest = &rest[len..];
+        Ok(field)
+    };
+    let len = take(2, "id length")?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let id = std::str::from_utf8(take(len, "id")?)
+        .map_err(|_| corrupt(format!("change {n} has an id that is not UTF-8")))?;
+    let mut digest = |present: bool, what: &str| -> Fallible<Option<Digest>> {
+        if !present {
+            return Ok(None);
+        }
+        let mut d = [0u8; 32];
+        d.copy_from_slice(take(32, what)?);
+        Ok(Some(Digest(d)))
+    };
+    let old = digest(flags & 1 != 0, "old digest")?;
+    let new = digest(flags & 2 != 0, "new digest")?;
+    Ok((Record { id, old, new }, rest))
+}
+
+/// The changes of one log row, in the order they were written.
+#[cfg(test)]
+pub(crate) fn decode(bytes: &[u8]) -> Fallible<Vec<LeafChange>> {
+    let mut out = Vec::new();
+    decode_into(bytes, &mut out)?;
     Ok(out)
 }
 
-/// The number of changes a well-formed log row holds (of a damaged one, the changes up to the
-/// damage, which [`decode`] then reports): a walk over the record headers.
-fn records(bytes: &[u8]) -> usize {
-    let (mut at, mut n) = (1, 0);
-    while let (Some(&flags), Some(len)) = (bytes.get(at), bytes.get(at + 1..at + 3)) {
-        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        at += 3 + len + 32 * usize::from(flags & 1) + 32 * usize::from((flags >> 1) & 1);
-        if at > bytes.len() {
-            break;
-        }
-        n += 1;
+/// [`decode`] appending to `out`.
+fn decode_into(bytes: &[u8], out: &mut Vec<LeafChange>) -> Fallible<()> {
+    for record in records_of(bytes) {
+        let Record { id, old, new } = record?;
+        out.push(LeafChange { id: id.to_owned(), old, new });
     }
-    n
+    Ok(())
+}
+
+/// The number of changes a well-formed log row holds (of a damaged one, the changes up to the
+/// damage, which [`decode`] then reports), without copying any.
+fn records(bytes: &[u8]) -> usize {
+    records_of(bytes).take_while(Result::is_ok).count()
 }
 
 /// The net change of log rows read in commit order, one per id, sorted by id: each id from its
@@ -114,7 +153,7 @@ pub(crate) fn merge<'a>(
     // Exact capacity: grown by pushing, the vector held up to twice the changes.
     let mut all = Vec::with_capacity(rows.clone().into_iter().map(records).sum());
     for row in rows {
-        all.extend(decode(row)?);
+        decode_into(row, &mut all)?;
     }
     // Stable: the changes of one id stay in commit order.
     all.sort_by(|a, b| a.id.cmp(&b.id));
